@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# HarmoniFuse recipe stages, shared by egs2/*/harmonifuse1/run.sh (DESIGN.md section 5).
+# Run from a recipe dir holding local/data.sh, conf/, path.sh, cmd.sh and scripts/:
+#     ./harmonifuse.sh --stage 1 --stop_stage 10 --train_config conf/train.yaml \
+#         --asr_train_set asr_train --asr_valid_set asr_dev --asr_test_sets "asr_test" \
+#         --ser_train_set ser_train --ser_valid_set ser_dev --ser_test_sets "ser_test"
+# A task whose train set is empty is skipped everywhere (single-task runs).
+set -euo pipefail
+
+log() {
+    local fname=${BASH_SOURCE[1]##*/}
+    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*" >&2
+}
+_cmdline="$0 $*"
+
+# General (stages: 1 data, 2 format, 3 filter, 4 tokenizer, 5 stats, 6 train, 7 decode, 8 score,
+# 9 plots, 10 pack)
+stage=1                  # First stage to run.
+stop_stage=10            # Last stage to run.
+nj=4                     # Parallel processes for formatting audio (stage 2).
+inference_nj=4           # Parallel decoding jobs per test set (stage 7).
+ngpu=1                   # GPUs for training (0: CPU).
+inference_ngpu=0         # GPUs per decoding job.
+python=python3           # Python interpreter.
+dumpdir=dump             # Formatted data: ${dumpdir}/raw/<set>.
+expdir=exp               # Stats, models, decodes, logs and stage_times.tsv.
+# Data
+local_data_opts=         # Options passed to local/data.sh.
+min_sec=0.1              # Drop train/valid utterances shorter than this (seconds).
+max_sec=30               # Drop train/valid utterances longer than this (seconds; <= 0: no bound).
+ser_labels=neutral,happy,angry,sad # SER label set (comma list).
+asr_train_set=           # ASR train set (empty: no ASR task).
+asr_valid_set=           # ASR validation set.
+asr_test_sets=           # ASR test sets (space separated).
+ser_train_set=           # SER train set (empty: no SER task).
+ser_valid_set=           # SER validation set.
+ser_test_sets=           # SER test sets (space separated).
+# Tokenizer
+token_type=sentencepiece # sentencepiece (trained in stage 4) or hf (the LLM's own tokenizer).
+nbpe=500                 # Sentencepiece vocabulary size.
+token_dir=               # Tokenizer dir (default: data/token_list/bpe${nbpe}).
+# Training
+train_config=            # Training config (yaml).
+train_args=              # Extra arguments for harmonifuse_train.
+model_tag=               # Experiment name (default: the train config's file name).
+# Decoding
+inference_config=        # Decoding config (yaml; optional).
+inference_args=          # Extra arguments for harmonifuse_inference.
+inference_model=valid.loss.best.pth # Model file in the experiment dir used to decode.
+inference_tag=           # Decode dir suffix (default: <inference config name>_<model name>).
+inference_batch_size=1   # Decoding batch size.
+
+help_message="Usage: $0 [options]   (run from an egs2/<corpus>/harmonifuse1 recipe dir)"
+
+if [ -f scripts/utils/parse_options.sh ]; then
+    . scripts/utils/parse_options.sh
+else
+    . "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/scripts/utils/parse_options.sh"
+fi
+if [ $# -gt 0 ]; then
+    log "Error: unexpected arguments: $*"; exit 2
+fi
+SECONDS=0
+[ -f ./path.sh ] && . ./path.sh
+[ -f ./cmd.sh ] && . ./cmd.sh
+: "${train_cmd:?train_cmd is not set: source cmd.sh}" "${cuda_cmd:?}" "${decode_cmd:?}"
+
+# ---- derived settings and checks ----
+tasks=()
+[ -n "${asr_train_set}" ] && tasks+=(asr)
+[ -n "${ser_train_set}" ] && tasks+=(ser)
+sets_of() {  # sets_of <task> train|valid|test
+    local v="${1}_${2}_set"; [ "$2" = test ] && v="${1}_test_sets"; echo "${!v}"
+}
+token_dir=${token_dir:-data/token_list/bpe${nbpe}}
+bpe_opts=()
+case "${token_type}" in
+    sentencepiece) bpe_opts=(--bpemodel "${token_dir}/bpe.model") ;;
+    hf) ;;
+    *) log "Error: token_type must be sentencepiece or hf, not '${token_type}'"; exit 2 ;;
+esac
+if [ -z "${model_tag}" ] && [ -n "${train_config}" ]; then
+    model_tag=$(basename "${train_config%.*}")
+fi
+if [ -z "${inference_tag}" ]; then
+    _conf=default; [ -n "${inference_config}" ] && _conf=$(basename "${inference_config%.*}")
+    inference_tag="${_conf}_$(echo "${inference_model%.pth}" | tr . _)"
+fi
+infer_opts=(); [ -n "${inference_config}" ] && infer_opts=(--config "${inference_config}")
+model_dir=${expdir}/${model_tag}
+decode_dir=${model_dir}/decode_${inference_tag}
+need() { [ "${stage}" -le "$2" ] && [ "${stop_stage}" -ge "$1" ]; }  # any stage in [$1, $2] runs?
+if need 2 10 && [ ${#tasks[@]} -eq 0 ]; then
+    log "Error: no task: set --asr_train_set and/or --ser_train_set"; exit 2
+fi
+for t in "${tasks[@]}"; do
+    if need 2 6 && [ -z "$(sets_of "${t}" valid)" ]; then
+        log "Error: --${t}_valid_set is empty"; exit 2
+    fi
+done
+if need 4 6 && [ -z "${train_config}" ]; then log "Error: --train_config is required"; exit 2; fi
+if need 7 10 && [ -z "${model_tag}" ]; then log "Error: set --model_tag or --train_config"; exit 2; fi
+mkdir -p "${expdir}/logs"
+log "${_cmdline}  (tasks: ${tasks[*]:-none}; stages ${stage}-${stop_stage})"
+
+stage_times=${expdir}/stage_times.tsv
+stage_begin() {  # stage_begin <number> <name>
+    _stage_num=$1; _stage_name=$2; _stage_t0=$(date +%s.%N)
+    log "Stage $1: $2"
+}
+stage_end() {
+    [ -f "${stage_times}" ] || printf 'stage\tname\tseconds\n' > "${stage_times}"
+    printf '%s\t%s\t%s\n' "${_stage_num}" "${_stage_name}" \
+        "$(awk -v a="${_stage_t0}" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b - a}')" >> "${stage_times}"
+    log "Stage ${_stage_num} (${_stage_name}) done"
+}
+run_logged() {  # run_logged <logfile> <command...>: run here, output to the terminal and the log
+    local logf=$1; shift
+    mkdir -p "$(dirname "${logf}")"
+    log "$*  (log: ${logf})"
+    "$@" 2>&1 | tee "${logf}"
+}
+
+if need 1 1; then
+    stage_begin 1 data_prep
+    run_logged "${expdir}/logs/data_prep.log" local/data.sh ${local_data_opts}
+    stage_end
+fi
+
+if need 2 2; then
+    stage_begin 2 format
+    declare -A _done=()
+    for t in "${tasks[@]}"; do
+        _lab=(); [ "${t}" = ser ] && _lab=(--labels "${ser_labels}")
+        for dset in $(sets_of "${t}" train) $(sets_of "${t}" valid) $(sets_of "${t}" test); do
+            [ -n "${_done[${dset}]:-}" ] && continue; _done[${dset}]=1
+            run_logged "${expdir}/logs/format_${dset}.log" ${python} -m espnet_harmonifuse.data.format_data \
+                --src "data/${dset}" --dst "${dumpdir}/raw/${dset}" --fs 16000 --nj "${nj}" "${_lab[@]}"
+        done
+    done
+    stage_end
+fi
+
+if need 3 3; then
+    stage_begin 3 filter_length
+    for t in "${tasks[@]}"; do
+        for dset in $(sets_of "${t}" train) $(sets_of "${t}" valid); do
+            run_logged "${expdir}/logs/filter_length_${dset}.log" ${python} -m espnet_harmonifuse.data.filter_length \
+                --data_dir "${dumpdir}/raw/${dset}" --min_sec "${min_sec}" --max_sec "${max_sec}"
+        done
+    done
+    stage_end
+fi
+
+if need 4 4; then
+    stage_begin 4 tokenizer
+    if [ "${token_type}" = hf ]; then
+        log "token_type=hf: the LLM's own tokenizer is used; nothing to train"
+    else
+        _texts=(); for t in "${tasks[@]}"; do _texts+=(--text "${dumpdir}/raw/$(sets_of "${t}" train)/text"); done
+        run_logged "${expdir}/logs/tokenizer.log" ${python} -m espnet_harmonifuse.bin.tokenizer_train \
+            --config "${train_config}" "${_texts[@]}" --out_dir "${token_dir}" --vocab_size "${nbpe}"
+    fi
+    stage_end
+fi
+
+if need 5 5; then
+    stage_begin 5 collect_stats
+    for t in "${tasks[@]}"; do
+        for dset in $(sets_of "${t}" train) $(sets_of "${t}" valid); do
+            log "collect shapes: task ${t}, set ${dset}"
+            ${train_cmd} "${expdir}/stats/logs/collect_shapes_${dset}.log" ${python} -m espnet_harmonifuse.bin.collect_shapes \
+                --config "${train_config}" "${bpe_opts[@]}" --data_dir "${dumpdir}/raw/${dset}" \
+                --task "${t}" --out_dir "${expdir}/stats/${dset}"
+        done
+    done
+    stage_end
+fi
+
+if need 6 6; then
+    stage_begin 6 train
+    _opts=()
+    for t in "${tasks[@]}"; do
+        for kind in train valid; do
+            _d=${dumpdir}/raw/$(sets_of "${t}" "${kind}")
+            _opts+=(--${kind}_task_data "${t}:${_d}/wav.scp,speech,sound" --${kind}_task_data "${t}:${_d}/text,text,text"
+                    --${kind}_task_shape_file "${t}:${expdir}/stats/$(sets_of "${t}" "${kind}")/speech_shape")
+        done
+    done
+    mkdir -p "${model_dir}"
+    [ -f "${model_dir}/train.log" ] && mv "${model_dir}/train.log" "${model_dir}/train.$(date +%Y%m%d%H%M%S).log"
+    log "training ${model_dir} (log: ${model_dir}/train.log)"
+    ${cuda_cmd} --gpu "${ngpu}" "${model_dir}/train.log" ${python} -m espnet2.bin.harmonifuse_train \
+        --config "${train_config}" --output_dir "${model_dir}" --ngpu "${ngpu}" "${bpe_opts[@]}" \
+        "${_opts[@]}" --resume true ${train_args}
+    stage_end
+fi
+
+if need 7 7; then
+    stage_begin 7 decode
+    if [ ! -f "${model_dir}/${inference_model}" ]; then
+        log "Error: ${model_dir}/${inference_model} not found (train first, or set --inference_model)"; exit 1
+    fi
+    for t in "${tasks[@]}"; do
+        for dset in $(sets_of "${t}" test); do
+            _dir=${decode_dir}/${dset}; _logdir=${_dir}/logdir
+            rm -rf "${_logdir}"; mkdir -p "${_logdir}"
+            _nj=$(${python} -m espnet_harmonifuse.data.kaldi_dir split --scp "${dumpdir}/raw/${dset}/wav.scp" \
+                --nj "${inference_nj}" --out "${_logdir}/keys.JOB.scp")
+            log "decoding ${dset} (task ${t}) in ${_nj} jobs (logs: ${_logdir}/decode.*.log)"
+            ${decode_cmd} --gpu "${inference_ngpu}" JOB=1:"${_nj}" "${_logdir}/decode.JOB.log" \
+                ${python} -m espnet2.bin.harmonifuse_inference --train_config "${model_dir}/config.yaml" \
+                --model_file "${model_dir}/${inference_model}" \
+                --data_path_and_name_and_type "${dumpdir}/raw/${dset}/wav.scp,speech,sound" \
+                --key_file "${_logdir}/keys.JOB.scp" --task "${t}" --output_dir "${_logdir}/output.JOB" \
+                --batch_size "${inference_batch_size}" --ngpu "${inference_ngpu}" "${infer_opts[@]}" ${inference_args}
+            for f in text score results.jsonl; do
+                ${python} -m espnet_harmonifuse.data.kaldi_dir merge --out "${_dir}/${f}" \
+                    $(for i in $(seq 1 "${_nj}"); do echo "${_logdir}/output.${i}/${f}"; done)
+            done
+        done
+    done
+    stage_end
+fi
+
+if need 8 8; then
+    stage_begin 8 score
+    for t in "${tasks[@]}"; do
+        for dset in $(sets_of "${t}" test); do
+            _dir=${decode_dir}/${dset}
+            if [ "${t}" = asr ]; then
+                run_logged "${_dir}/score_asr.log" ${python} -m espnet_harmonifuse.bin.score_asr \
+                    --ref "${dumpdir}/raw/${dset}/text" --hyp "${_dir}/text" --out_dir "${_dir}/score_wer"
+            else
+                run_logged "${_dir}/score_ser.log" ${python} -m espnet_harmonifuse.bin.score_ser \
+                    --ref "${dumpdir}/raw/${dset}/text" --hyp "${_dir}/text" --labels "${ser_labels}" \
+                    --out_dir "${_dir}/score_ser"
+            fi
+        done
+    done
+    _md=${model_dir}/stage_times.md
+    { echo "## Stage wall times (${stage_times})"; echo; echo "| stage | name | seconds |"; echo "|---:|:---|---:|"
+      tail -n +2 "${stage_times}" 2>/dev/null | awk -F'\t' '{n[$1]=$2; s[$1]=$3}
+          END {for (k in n) printf "| %s | %s | %s |\n", k, n[k], s[k]}' | sort -t'|' -k2,2n || true; } > "${_md}"
+    run_logged "${model_dir}/logs/make_results.log" ${python} -m espnet_harmonifuse.bin.make_results \
+        --exp_dir "${model_dir}" --out "${model_dir}/RESULTS.md" --extra_md "${_md}"
+    stage_end
+fi
+
+if need 9 9; then
+    stage_begin 9 plots
+    run_logged "${model_dir}/logs/plot.log" ${python} -m espnet_harmonifuse.bin.plot --exp_dir "${model_dir}" \
+        --model_file "${model_dir}/${inference_model}" --out_dir "${model_dir}/images"
+    stage_end
+fi
+
+if need 10 10; then
+    stage_begin 10 pack
+    run_logged "${model_dir}/logs/pack.log" ${python} -m espnet_harmonifuse.bin.pack --exp_dir "${model_dir}" \
+        --model_file "${inference_model}" --out "${model_dir}/packed.zip"
+    stage_end
+fi
+
+log "Successfully finished stages ${stage}-${stop_stage} in ${SECONDS} s"

@@ -1,0 +1,214 @@
+"""Run a command, or an array of jobs, with a log file each (Kaldi run.pl / slurm.pl semantics).
+
+    python -m espnet_harmonifuse.utils.launch [--backend local|slurm] [--gpu N] [--mem X]
+        [--num_threads N] [--max_jobs_run K] [--slurm_conf FILE] [--sbatch_opts "..."]... [--dry_run]
+        [JOB=1:N] LOGFILE COMMAND...
+
+``JOB`` (or any NAME given as NAME=a:b) in LOGFILE and COMMAND is replaced by the job index.
+local: runs up to K jobs at once here. slurm: writes one sbatch array script next to the logs
+(``<logdir>/q/<name>.sh``), submits it with ``sbatch --wait`` and waits. Each log starts with the
+command and ends with its exit status and time. Exit status is non-zero when any job failed, and
+the failed logs are named (with the tail of the first one).
+"""
+import datetime
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, List, Optional, Sequence, Tuple
+
+USAGE = __doc__
+VALUE_OPTS = {"backend": "local", "gpu": "0", "mem": "", "num_threads": "1", "max_jobs_run": "0",
+              "slurm_conf": "", "sbatch_opts": "", "time": ""}
+FLAG_OPTS = {"dry_run"}
+
+
+def parse_args(argv: Sequence[str]) -> Tuple[Dict[str, str], Optional[Tuple[str, int, int]], str, List[str]]:
+    """Returns (options, (jobname, start, end) or None, logfile, command words)."""
+    opts = dict(VALUE_OPTS, dry_run="false")
+    argv = list(argv)
+    while argv and argv[0].startswith("--"):
+        arg = argv.pop(0)
+        if arg == "--":
+            break
+        if arg in ("--help", "-h"):
+            print(USAGE)
+            sys.exit(0)
+        name, eq, value = arg[2:].partition("=")
+        name = name.replace("-", "_")
+        if name in FLAG_OPTS:
+            opts[name] = value if eq else "true"
+        elif name in VALUE_OPTS:
+            if not eq:
+                if not argv:
+                    raise SystemExit(f"launch: option --{name} needs a value")
+                value = argv.pop(0)
+            if name == "sbatch_opts" and opts[name]:  # repeatable: options accumulate
+                value = f"{opts[name]} {value}"
+            opts[name] = value
+        else:
+            raise SystemExit(f"launch: unknown option --{name}\n{USAGE}")
+    job = None
+    if argv and re.fullmatch(r"[A-Za-z_]\w*=\d+:\d+", argv[0]):
+        name, rng = argv.pop(0).split("=")
+        start, end = (int(x) for x in rng.split(":"))
+        if end < start:
+            raise SystemExit(f"launch: empty job range {name}={rng}")
+        job = (name, start, end)
+        if len(argv) > 1 and end > start and not re.search(rf"(?<![A-Za-z0-9]){name}", argv[0]):
+            raise SystemExit(f"launch: the log file '{argv[0]}' must contain {name} for a job array")
+    if len(argv) < 2:
+        raise SystemExit(f"launch: need LOGFILE and COMMAND\n{USAGE}")
+    if opts["backend"] not in ("local", "slurm"):
+        raise SystemExit(f"launch: unknown backend '{opts['backend']}' (local|slurm)")
+    return opts, job, argv[0], argv[1:]
+
+
+def join_command(words: Sequence[str]) -> str:
+    """Like run.pl: words without whitespace go in as they are (so '|' still pipes), others quoted."""
+    if len(words) == 1:
+        return words[0]
+    return " ".join(w if w and not re.search(r"\s", w) else shlex.quote(w) for w in words)
+
+
+def substitute(s: str, name: str, value: str) -> str:
+    return re.sub(rf"(?<![A-Za-z0-9]){re.escape(name)}(?![A-Za-z0-9_])", value, s)
+
+
+def _now() -> str:
+    return datetime.datetime.now().strftime("%a %b %d %H:%M:%S %Y")
+
+
+def run_local(cmd: str, logfile: str, gpu: str) -> int:
+    os.makedirs(os.path.dirname(os.path.abspath(logfile)), exist_ok=True)
+    t0 = time.time()
+    with open(logfile, "w", encoding="utf-8") as log:
+        log.write(f"# {cmd}\n# Started at {_now()} on {os.uname().nodename} (gpu={gpu})\n#\n")
+        log.flush()
+        rc = subprocess.call(["bash", "-c", cmd], stdout=log, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL)
+        elapsed = int(round(time.time() - t0))
+        log.write(f"# Accounting: time={elapsed} threads=1\n"
+                  f"# Ended (code {rc}) at {_now()}, elapsed time {elapsed} seconds\n")
+    return rc
+
+
+def read_slurm_conf(path: str) -> List[str]:
+    """sbatch options from a file: one per line, '#SBATCH ' prefix optional, '#' comments skipped."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("#SBATCH"):
+                line = line[len("#SBATCH"):].strip()
+            elif line.startswith("#") or not line:
+                continue
+            out += shlex.split(line)
+    return out
+
+
+def slurm_script(opts: Dict[str, str], job: Optional[Tuple[str, int, int]], logfile: str,
+                 cmd: str) -> Tuple[str, str]:
+    """Returns (script path, script text) for an sbatch array job."""
+    logdir = os.path.dirname(os.path.abspath(logfile))
+    base = os.path.basename(logfile)
+    if job:
+        base = substitute(base, job[0], "%a")
+        logfile = substitute(logfile, job[0], "${SLURM_ARRAY_TASK_ID}")
+        cmd = substitute(cmd, job[0], "${SLURM_ARRAY_TASK_ID}")
+    name = re.sub(r"\.log$", "", base).replace("%a", "").strip("._") or "job"
+    qdir = os.path.join(logdir, "q")
+    lines = ["#!/bin/bash", f"#SBATCH --job-name={name}",
+             f"#SBATCH --output={qdir}/{name}.%A_%a.out" if job else f"#SBATCH --output={qdir}/{name}.%j.out",
+             f"#SBATCH --cpus-per-task={opts['num_threads']}"]
+    if job:
+        limit = f"%{opts['max_jobs_run']}" if int(opts["max_jobs_run"] or 0) > 0 else ""
+        lines.append(f"#SBATCH --array={job[1]}-{job[2]}{limit}")
+    if int(opts["gpu"] or 0) > 0:
+        lines.append(f"#SBATCH --gres=gpu:{opts['gpu']}")
+    if opts["mem"]:
+        lines.append(f"#SBATCH --mem={opts['mem']}")
+    if opts["time"]:
+        lines.append(f"#SBATCH --time={opts['time']}")
+    extra = read_slurm_conf(opts["slurm_conf"]) if opts["slurm_conf"] else []
+    extra += shlex.split(opts["sbatch_opts"])
+    lines += [f"#SBATCH {x}" for x in extra]
+    log_q = f'"{logfile}"' if "${SLURM_ARRAY_TASK_ID}" in logfile else shlex.quote(logfile)
+    lines += [
+        f"cd {shlex.quote(os.getcwd())}",
+        f"log={log_q}",
+        'mkdir -p "$(dirname "$log")"',
+        f"cmd={shlex.quote(cmd)}",
+        'echo "# $cmd" > "$log"',
+        'echo "# Started at $(date) on $(hostname) (slurm job ${SLURM_JOB_ID:-})" >> "$log"',
+        'echo "#" >> "$log"',
+        "t0=$(date +%s)",
+        f"( {cmd} ) >> \"$log\" 2>&1",
+        "ret=$?",
+        "t=$(( $(date +%s) - t0 ))",
+        'echo "# Accounting: time=$t threads=1" >> "$log"',
+        'echo "# Ended (code $ret) at $(date), elapsed time $t seconds" >> "$log"',
+        "exit $ret",
+    ]
+    return os.path.join(qdir, f"{name}.sh"), "\n".join(lines) + "\n"
+
+
+def _failed_report(failed: List[str], total: int) -> None:
+    print(f"launch: {len(failed)} / {total} failed; log is in {failed[0]}"
+          + (f" (also: {', '.join(failed[1:6])})" if len(failed) > 1 else ""), file=sys.stderr)
+    try:
+        with open(failed[0], encoding="utf-8", errors="replace") as f:
+            tail = f.readlines()[-20:]
+        sys.stderr.write(f"----- last lines of {failed[0]} -----\n" + "".join(tail))
+    except OSError:
+        pass
+
+
+def _log_ok(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return "# Ended (code 0)" in f.read()[-4000:]
+    except OSError:
+        return False
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    opts, job, logfile, words = parse_args(sys.argv[1:] if argv is None else argv)
+    cmd = join_command(words)
+    ids = [str(i) for i in range(job[1], job[2] + 1)] if job else [""]
+    logs = [substitute(logfile, job[0], i) if job else logfile for i in ids]
+    if opts["backend"] == "local":
+        cmds = [substitute(cmd, job[0], i) if job else cmd for i in ids]
+        k = int(opts["max_jobs_run"] or 0) or len(cmds)
+        if opts["dry_run"] == "true":
+            for c, lg in zip(cmds, logs):
+                print(f"{c}  > {lg}")
+            return 0
+        with ThreadPoolExecutor(max_workers=min(k, len(cmds))) as ex:
+            rcs = list(ex.map(lambda a: run_local(a[0], a[1], opts["gpu"]), zip(cmds, logs)))
+        failed = [lg for lg, rc in zip(logs, rcs) if rc != 0]
+    else:
+        path, text = slurm_script(opts, job, logfile, cmd)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        submit = ["sbatch", "--wait", path]
+        if opts["dry_run"] == "true":
+            print(text + f"# submit with: {' '.join(submit)}")
+            return 0
+        rc = subprocess.call(submit)
+        failed = [lg for lg in logs if not _log_ok(lg)]
+        if rc != 0 and not failed:
+            print(f"launch: sbatch failed with code {rc} for {path}", file=sys.stderr)
+            return 1
+    if failed:
+        _failed_report(failed, len(logs))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
