@@ -1,0 +1,77 @@
+"""A Conformer over log-mel filterbanks, trainable from scratch (the CPU recipes' backbone)."""
+
+from typing import List, Optional, Tuple
+
+import torch
+from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
+from espnet2.asr.frontend.default import DefaultFrontend
+from espnet2.asr.specaug.specaug import SpecAug
+from espnet2.layers.utterance_mvn import UtteranceMVN
+
+from espnet_harmonifuse.backbone.abs_backbone import AbsBackbone
+
+
+class ConformerBackbone(AbsBackbone):
+    """ESPnet's fbank frontend + utterance MVN + SpecAugment + ESPnet's ConformerEncoder.
+
+    The states are the outputs of every Conformer block (the last one after the
+    final layer norm), so ``num_layers == num_blocks``.
+
+    Args:
+        fs, n_fft, win_length, hop_length, n_mels: filterbank settings.
+        output_size, attention_heads, linear_units, num_blocks, dropout_rate,
+        input_layer: ConformerEncoder settings (``input_layer=conv2d`` subsamples 4x).
+        specaug_conf: SpecAug keyword arguments, or None for no SpecAugment.
+        encoder_conf: any other ConformerEncoder keyword arguments.
+    """
+
+    def __init__(
+        self,
+        fs: int = 16000,
+        n_fft: int = 512,
+        win_length: int = 400,
+        hop_length: int = 160,
+        n_mels: int = 80,
+        output_size: int = 256,
+        attention_heads: int = 4,
+        linear_units: int = 1024,
+        num_blocks: int = 6,
+        dropout_rate: float = 0.1,
+        input_layer: str = "conv2d",
+        specaug_conf: Optional[dict] = None,
+        encoder_conf: Optional[dict] = None,
+    ):
+        super().__init__()
+        self.frontend = DefaultFrontend(
+            fs=fs, n_fft=n_fft, win_length=win_length, hop_length=hop_length, n_mels=n_mels
+        )
+        self.normalize = UtteranceMVN()
+        self.specaug = SpecAug(**specaug_conf) if specaug_conf else None
+        self.encoder = ConformerEncoder(
+            input_size=n_mels,
+            output_size=output_size,
+            attention_heads=attention_heads,
+            linear_units=linear_units,
+            num_blocks=num_blocks,
+            dropout_rate=dropout_rate,
+            input_layer=input_layer,
+            **(encoder_conf or {}),
+        )
+        self._num_layers = num_blocks
+
+    @property
+    def num_layers(self) -> int:
+        return self._num_layers
+
+    def output_size(self) -> int:
+        return self.encoder.output_size()
+
+    def forward(
+        self, speech: torch.Tensor, speech_lengths: torch.Tensor
+    ) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        feats, feat_lengths = self.frontend(speech, speech_lengths)
+        if self.specaug is not None and self.training:
+            feats, feat_lengths = self.specaug(feats, feat_lengths)
+        feats, feat_lengths = self.normalize(feats, feat_lengths)
+        (last, hidden), lengths, _ = self.encoder(feats, feat_lengths, return_all_hs=True)
+        return list(hidden[:-1]) + [last], lengths
