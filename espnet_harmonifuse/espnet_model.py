@@ -1,0 +1,181 @@
+"""The HarmoniFuse model: gated, prompt-adaptively fused speech features read by an LLM."""
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from espnet2.torch_utils.device_funcs import force_gatherable
+from espnet2.train.abs_espnet_model import AbsESPnetModel
+
+from espnet_harmonifuse.backbone.abs_backbone import AbsBackbone
+from espnet_harmonifuse.decoder.abs_decoder import AbsDecoder
+from espnet_harmonifuse.fusion.abs_fusion import AbsFusion
+from espnet_harmonifuse.gate.abs_gate import AbsGate
+from espnet_harmonifuse.projector.abs_projector import AbsProjector
+from espnet_harmonifuse.task_spec import TaskSpec
+
+IGNORE_ID = -1
+
+
+class HarmoniFuseModel(AbsESPnetModel):
+    """Multi-task speech LM: ``[prompt ; speech ; target]`` into a causal LM.
+
+    Args:
+        backbone, fusion, gate, projector, decoder: the components.
+        tasks: the declared tasks; a batch's ``task_id`` indexes this list.
+        prompt_ids: for each task, the token ids of each prompt paraphrase.
+        label_ids: for each task, the token ids of each label (empty for text tasks).
+        eos_id: end-of-sequence token appended to every target.
+        prompt_sampling: ``random`` (a paraphrase per sample in training) or ``first``.
+    """
+
+    def __init__(
+        self,
+        backbone: AbsBackbone,
+        fusion: AbsFusion,
+        gate: AbsGate,
+        projector: AbsProjector,
+        decoder: AbsDecoder,
+        tasks: List[TaskSpec],
+        prompt_ids: List[List[List[int]]],
+        label_ids: List[List[List[int]]],
+        eos_id: int,
+        prompt_sampling: str = "random",
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.fusion = fusion
+        self.gate = gate
+        self.projector = projector
+        self.decoder = decoder
+        self.tasks = tasks
+        self.prompt_ids = prompt_ids
+        self.label_ids = label_ids
+        self.eos_id = eos_id
+        self.prompt_sampling = prompt_sampling
+
+    # ------------------------------------------------------------------ speech side
+    def choose_prompts(self, task_id: torch.Tensor, prompt_index: Optional[int] = None) -> List[List[int]]:
+        """One prompt paraphrase per sample: random in training, the first (or given) otherwise."""
+        chosen = []
+        for t in task_id.tolist():
+            options = self.prompt_ids[t]
+            if prompt_index is not None:
+                chosen.append(options[prompt_index % len(options)])
+            elif self.training and self.prompt_sampling == "random":
+                chosen.append(options[int(torch.randint(len(options), (1,)))])
+            else:
+                chosen.append(options[0])
+        return chosen
+
+    def embed_prompts(self, prompts: List[List[int]]) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        """LLM input embeddings of each prompt and their mean (the pooled prompt vector)."""
+        device = next(self.decoder.parameters()).device
+        embs = [self.decoder.embed(torch.tensor(p, device=device)) for p in prompts]
+        return embs, torch.stack([e.mean(0) for e in embs]).float()
+
+    def encode_speech(
+        self, speech: torch.Tensor, speech_lengths: torch.Tensor, prompt_vec: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
+        """Backbone -> fusion -> gate -> projector. Returns (embeds, lengths, layer weights, gate stats)."""
+        states, lengths = self.backbone(speech, speech_lengths)
+        fused, layer_weights = self.fusion(states, lengths, prompt_vec)
+        selected, gate_stats = self.gate(fused, lengths, prompt_vec)
+        embeds, emb_lengths = self.projector(selected, lengths)
+        return embeds, emb_lengths, layer_weights, gate_stats
+
+    def prefix_parts(
+        self,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        task_id: torch.Tensor,
+        prompt_index: Optional[int] = None,
+    ) -> Tuple[List[List[torch.Tensor]], Dict[str, torch.Tensor]]:
+        """Per sample, the ``[prompt ; speech]`` embeddings, plus layer weights and gate stats."""
+        prompt_embs, prompt_vec = self.embed_prompts(self.choose_prompts(task_id, prompt_index))
+        embeds, lengths, layer_weights, gate_stats = self.encode_speech(speech, speech_lengths, prompt_vec)
+        embeds = embeds.to(prompt_embs[0].dtype)
+        parts = [[p, embeds[i, : int(lengths[i])]] for i, p in enumerate(prompt_embs)]
+        return parts, dict(layer_weights=layer_weights, **gate_stats)
+
+    # ------------------------------------------------------------------ training
+    def forward(
+        self,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        text: torch.Tensor,
+        text_lengths: torch.Tensor,
+        task_id: torch.Tensor,
+        **kwargs,
+    ) -> Tuple[torch.Tensor, Dict[str, Optional[torch.Tensor]], torch.Tensor]:
+        task_id = task_id.view(-1).long()
+        parts, _ = self.prefix_parts(speech, speech_lengths, task_id)
+        targets = [text[i, : int(text_lengths[i])] for i in range(text.size(0))]
+        eos = torch.tensor([self.eos_id], device=text.device, dtype=text.dtype)
+        labels_per_sample = []
+        for i, y in enumerate(targets):
+            parts[i].append(self.decoder.embed(y))
+            prefix_len = sum(p.size(0) for p in parts[i][:-1])
+            ignore = torch.full((prefix_len - 1,), IGNORE_ID, device=text.device, dtype=text.dtype)
+            labels_per_sample.append(torch.cat([ignore, y, eos]))
+        inputs, mask, positions = pack(parts, left_pad=False)
+        labels = torch.nn.utils.rnn.pad_sequence(labels_per_sample, batch_first=True, padding_value=IGNORE_ID)
+        logits, _ = self.decoder(inputs, mask, positions)
+        return self._loss_and_stats(logits, labels, task_id)
+
+    def _loss_and_stats(self, logits: torch.Tensor, labels: torch.Tensor, task_id: torch.Tensor):
+        logits = logits[:, : labels.size(1)]
+        valid = labels != IGNORE_ID
+        token_loss = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), labels.clamp(min=0), reduction="none"
+        ) * valid
+        correct = (logits.argmax(-1) == labels) & valid
+        n_tok = valid.sum(1).float()
+        weights = torch.tensor([self.tasks[t].loss_weight for t in task_id.tolist()], device=logits.device)
+        loss = (token_loss.sum(1) * weights).sum() / n_tok.sum().clamp(min=1.0)
+        stats = {"loss": loss.detach(), "acc": correct.sum() / n_tok.sum().clamp(min=1.0)}
+        nan = torch.tensor(float("nan"), device=logits.device)
+        for t, spec in enumerate(self.tasks):
+            sel = task_id == t
+            if sel.any():
+                n = n_tok[sel].sum().clamp(min=1.0)
+                stats[f"loss_{spec.name}"] = token_loss[sel].sum().detach() / n
+                stats[f"acc_{spec.name}"] = correct[sel].sum() / n
+            else:
+                stats[f"loss_{spec.name}"] = nan
+                stats[f"acc_{spec.name}"] = nan
+        loss, stats, weight = force_gatherable((loss, stats, task_id.size(0)), loss.device)
+        return loss, stats, weight
+
+    def collect_feats(self, speech: torch.Tensor, speech_lengths: torch.Tensor, **kwargs) -> Dict[str, torch.Tensor]:
+        return {"feats": speech, "feats_lengths": speech_lengths}
+
+    # ------------------------------------------------------------------ analysis
+    @torch.no_grad()
+    def layer_weights_per_task(self) -> Dict[str, torch.Tensor]:
+        """For each task, the fusion's layer weights ``(n_prompts, L+1)`` for each paraphrase."""
+        out = {}
+        for spec, prompts in zip(self.tasks, self.prompt_ids):
+            _, vec = self.embed_prompts(prompts)
+            out[spec.name] = self.fusion.layer_weights(vec).cpu()
+        return out
+
+
+def pack(
+    parts: Sequence[Sequence[torch.Tensor]], left_pad: bool
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Concatenate each sample's parts ``(n_k, H)`` and pad the batch.
+
+    Returns ``(embeds (B, N, H), mask (B, N) bool, position_ids (B, N))``; the
+    position ids count real tokens only, so left-padded rows match unpadded ones.
+    """
+    seqs = [torch.cat(list(p), dim=0) for p in parts]
+    n = max(s.size(0) for s in seqs)
+    h = seqs[0].size(1)
+    embeds = seqs[0].new_zeros(len(seqs), n, h)
+    mask = torch.zeros(len(seqs), n, dtype=torch.bool, device=seqs[0].device)
+    for i, s in enumerate(seqs):
+        sl = slice(n - s.size(0), n) if left_pad else slice(0, s.size(0))
+        embeds[i, sl] = s
+        mask[i, sl] = True
+    positions = (mask.long().cumsum(1) - 1).clamp(min=0)
+    return embeds, mask, positions
