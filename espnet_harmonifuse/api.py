@@ -1,0 +1,167 @@
+"""Python API: ``HarmoniFuse.from_pretrained(exp_dir_or_zip)`` then ``model(wav, task="asr")``."""
+
+import hashlib
+import logging
+import zipfile
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from espnet_harmonifuse.decoding import beam_search, greedy_search, score_labels
+from espnet_harmonifuse.espnet_model import HarmoniFuseModel, pack
+
+MODEL_FILE_CANDIDATES = ("valid.loss.best.pth", "valid.acc.best.pth", "valid.loss.ave.pth", "latest.pth")
+CACHE_DIR = Path.home() / ".cache" / "espnet_harmonifuse"
+
+
+def resolve_model_dir(path: Union[str, Path], model_file: Optional[str] = None):
+    """``(config.yaml, model file)`` of an exp dir or a packed zip (extracted into a cache dir)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"'{path}' does not exist: give an exp dir (with config.yaml) or a packed .zip")
+    if path.is_file() and path.suffix == ".zip":
+        digest = hashlib.sha1(f"{path.resolve()}:{path.stat().st_mtime_ns}".encode()).hexdigest()[:16]
+        target = CACHE_DIR / f"{path.stem}-{digest}"
+        if not (target / "config.yaml").is_file():
+            with zipfile.ZipFile(path) as zf:
+                zf.extractall(target)
+        path = target
+    config = path / "config.yaml" if path.is_dir() else path
+    base = config.parent
+    if model_file is not None:
+        mf = Path(model_file) if Path(model_file).exists() else base / model_file
+    else:
+        found = [base / c for c in MODEL_FILE_CANDIDATES if (base / c).is_file()]
+        if not found:
+            raise FileNotFoundError(f"no model file in '{base}' (looked for {', '.join(MODEL_FILE_CANDIDATES)})")
+        mf = found[0]
+    return config, mf
+
+
+def _rebase_paths(args, base: Path) -> None:
+    """Relative tokenizer paths in a packed config are relative to the config's dir."""
+    for key in ("bpemodel", "tokenizer_name_or_path"):
+        value = getattr(args, key, None)
+        if value and not Path(value).is_absolute() and (base / value).exists():
+            setattr(args, key, str(base / value))
+
+
+class HarmoniFuse:
+    """A trained HarmoniFuse model ready to decode.
+
+    >>> hf = HarmoniFuse.from_pretrained("exp/harmonifuse_train")   # or packed.zip
+    >>> hf("sample.wav", task="asr")
+    'THE RED DOG SEES A BIRD'
+    >>> hf("sample.wav", task="ser")
+    'happy'
+    """
+
+    def __init__(self, model: HarmoniFuseModel, train_args, device: str = "cpu"):
+        from espnet_harmonifuse.tasks import HarmoniFuseTask
+
+        self.model = model.eval()
+        self.args = train_args
+        self.device = device
+        self.tokenizer = HarmoniFuseTask.build_tokenizer(train_args)
+        self.task_names = [t.name for t in model.tasks]
+
+    @classmethod
+    def from_pretrained(
+        cls, path: Union[str, Path], model_file: Optional[str] = None, device: str = "cpu"
+    ) -> "HarmoniFuse":
+        import argparse
+
+        import yaml
+
+        from espnet_harmonifuse.tasks import HarmoniFuseTask
+        from espnet_harmonifuse.utils.checkpoint import load_state_dict_strict
+
+        config, mf = resolve_model_dir(path, model_file)
+        with open(config, encoding="utf-8") as f:
+            args = argparse.Namespace(**yaml.safe_load(f))
+        _rebase_paths(args, config.parent)
+        model = HarmoniFuseTask.build_model(args)
+        load_state_dict_strict(model, mf, config)
+        logging.info(f"loaded {mf} with {config}")
+        return cls(model.to(device), args, device)
+
+    def task_index(self, task: str) -> int:
+        if task not in self.task_names:
+            raise ValueError(f"unknown task '{task}'; this model knows {self.task_names}")
+        return self.task_names.index(task)
+
+    def __call__(self, wav: Union[str, np.ndarray, torch.Tensor], task: str = "asr", **kwargs) -> str:
+        return self.decode([wav], task, **kwargs)[0]["text"]
+
+    def decode(self, wavs: Sequence[Union[str, np.ndarray, torch.Tensor]], task: str, **kwargs) -> List[Dict]:
+        """Decode waveforms (paths or 16 kHz mono arrays) as one batch."""
+        arrays = [_load_wav(w) for w in wavs]
+        lengths = torch.tensor([len(a) for a in arrays])
+        speech = torch.nn.utils.rnn.pad_sequence([torch.as_tensor(a, dtype=torch.float32) for a in arrays], batch_first=True)
+        return self.decode_tensors(speech, lengths, task, **kwargs)
+
+    @torch.no_grad()
+    def decode_tensors(
+        self,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        task: str,
+        beam_size: int = 1,
+        max_new_tokens: int = 128,
+        prompt_index: int = 0,
+        label_decoding: str = "score",
+        length_penalty: float = 0.0,
+        use_cache: bool = True,
+    ) -> List[Dict]:
+        """Decode a padded batch ``(B, S)``; one dict per utterance (text, score, tokens, ...)."""
+        index = self.task_index(task)
+        spec = self.model.tasks[index]
+        task_id = torch.full((speech.size(0),), index, dtype=torch.long)
+        parts, extra = self.model.prefix_parts(speech.to(self.device), speech_lengths.to(self.device), task_id, prompt_index)
+        embeds, mask, positions = pack(parts, left_pad=True)
+        dec, eos = self.model.decoder, self.model.eos_id
+        results = []
+        if spec.is_label and label_decoding == "score":
+            scores = score_labels(dec, embeds, mask, positions, self.model.label_ids[index], eos)
+            post = torch.softmax(scores, dim=-1)
+            for row, prow in zip(scores.tolist(), post.tolist()):
+                best = int(np.argmax(row))
+                results.append(
+                    dict(text=spec.labels[best], score=row[best], label_posteriors=dict(zip(spec.labels, prow)))
+                )
+        else:
+            if label_decoding not in ("score", "generate"):
+                raise ValueError(f"label_decoding must be score or generate, not '{label_decoding}'")
+            if beam_size > 1:
+                hyps = beam_search(dec, embeds, mask, positions, eos, beam_size, max_new_tokens, length_penalty)
+            else:
+                hyps = greedy_search(dec, embeds, mask, positions, eos, max_new_tokens, use_cache)
+            for tokens, score in hyps:
+                results.append(dict(text=self.tokenizer.decode(tokens), score=score, tokens=tokens))
+        weights = extra["layer_weights"].cpu().tolist()
+        for i, r in enumerate(results):
+            r["task"] = task
+            r["layer_weights"] = weights[i]
+        return results
+
+
+def _load_wav(wav) -> np.ndarray:
+    if isinstance(wav, (str, Path)):
+        import soundfile as sf
+
+        try:
+            data, rate = sf.read(str(wav), dtype="float32", always_2d=True)
+        except Exception as e:  # soundfile raises several types for bad files
+            raise ValueError(f"cannot read audio '{wav}': {e}") from e
+        if rate != 16000:
+            raise ValueError(f"'{wav}' is {rate} Hz; HarmoniFuse expects 16 kHz (resample it, e.g. sox in.wav -r 16000 out.wav)")
+        data = data.mean(axis=1)
+    else:
+        data = np.asarray(wav.cpu() if isinstance(wav, torch.Tensor) else wav, dtype=np.float32)
+        if data.ndim != 1:
+            raise ValueError(f"expected a mono waveform (1-D), got shape {data.shape}")
+    if data.size == 0:
+        raise ValueError(f"empty audio{f' in {wav}' if isinstance(wav, (str, Path)) else ''}")
+    return data

@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Write ESPnet shape files (speech samples, target tokens) for one task's data dir."""
+
+import argparse
+import logging
+from pathlib import Path
+
+import soundfile as sf
+from tqdm import tqdm
+
+from espnet_harmonifuse.bin.common import load_train_args, read_kaldi_text
+from espnet_harmonifuse.preprocessor import TaskPreprocessor
+from espnet_harmonifuse.task_spec import parse_tasks
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--config", required=True, help="training config")
+    p.add_argument("--data_dir", required=True, help="Kaldi-style dir with wav.scp and text")
+    p.add_argument("--task", required=True, help="task name as declared in the config's tasks")
+    p.add_argument("--out_dir", required=True, help="writes speech_shape and text_shape here")
+    p.add_argument("--bpemodel", default=None, help="override the config's bpemodel")
+    return p
+
+
+def main(cmd=None):
+    from espnet_harmonifuse.tasks import HarmoniFuseTask
+
+    args = get_parser().parse_args(cmd)
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s: %(message)s")
+    train_args = load_train_args(args.config, ["--bpemodel", args.bpemodel] if args.bpemodel else [])
+    tasks = parse_tasks(train_args.tasks)
+    names = [t.name for t in tasks]
+    if args.task not in names:
+        raise ValueError(f"--task {args.task} is not declared in {args.config} (tasks: {names})")
+    index = names.index(args.task)
+    data = Path(args.data_dir)
+    text_file = data / "text"
+    pre = TaskPreprocessor(index, tasks[index], HarmoniFuseTask.build_tokenizer(train_args), str(text_file))
+    texts = dict(read_kaldi_text(str(text_file)))
+    wavs = dict(read_kaldi_text(str(data / "wav.scp")))
+    if set(texts) != set(wavs):
+        only = sorted(set(texts) ^ set(wavs))[:3]
+        raise ValueError(
+            f"{data}: wav.scp and text have different utterance ids (e.g. {only}); "
+            "run the format stage (espnet_harmonifuse.data.format_data) which reconciles them"
+        )
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "speech_shape", "w") as fs, open(out / "text_shape", "w") as ft:
+        for uid in tqdm(sorted(wavs), desc=f"shapes {data.name}", mininterval=2):
+            frames = sf.info(wavs[uid]).frames
+            tokens = pre(uid, {"text": texts[uid]})["text"]
+            fs.write(f"{uid} {frames}\n")
+            ft.write(f"{uid} {len(tokens) + 1}\n")
+    logging.info(f"wrote {out}/speech_shape and text_shape for {len(wavs)} utterances")
+
+
+if __name__ == "__main__":
+    main()
