@@ -53,6 +53,7 @@ setup(
         "soundfile",
         "matplotlib",
         "tqdm",
+        "tensorboard",
         "scipy",
         "espeakng-loader",
     ],

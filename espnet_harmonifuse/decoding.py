@@ -73,7 +73,7 @@ def beam_search(
     """Beam search with the KV cache, all utterances of the batch at once.
 
     Hypotheses are ranked by ``logp / len**length_penalty``; an utterance stops
-    once ``beam_size`` hypotheses have ended.
+    once ``beam_size`` hypotheses have ended and no live beam scores above them.
     """
     batch, k = embeds.size(0), beam_size
     logits, cache = decoder(embeds, mask, positions, use_cache=True)
@@ -90,6 +90,7 @@ def beam_search(
     def norm(score: float, length: int) -> float:
         return score / max(length, 1) ** length_penalty
 
+    finished = [False] * batch
     for step in range(max_new_tokens):
         cand = (beam_scores.view(-1, 1) + logp).view(batch, k * vocab)
         top_scores, top_idx = cand.topk(2 * k, dim=1)
@@ -98,7 +99,7 @@ def beam_search(
         new_scores = torch.full((batch, k), float("-inf"), device=logp.device)
         new_seqs = [list(s) for s in seqs]
         for b in range(batch):
-            if len(ended[b]) >= k:
+            if finished[b]:
                 continue
             slot = 0
             for s, idx in zip(top_scores[b].tolist(), top_idx[b].tolist()):
@@ -114,7 +115,11 @@ def beam_search(
                 new_scores[b, slot] = s
                 new_seqs[b * k + slot] = prev + [tok]
                 slot += 1
-        if all(len(e) >= k for e in ended) or step == max_new_tokens - 1:
+            # log-probabilities only fall: stop once no live beam can beat the k-th ended one
+            ended[b] = sorted(ended[b], key=lambda h: -norm(h[1], len(h[0]) + 1))[:k]
+            best_alive = float(new_scores[b].max())
+            finished[b] = len(ended[b]) >= k and best_alive < norm(ended[b][-1][1], len(ended[b][-1][0]) + 1)
+        if all(finished) or step == max_new_tokens - 1:
             break
         cache.reorder_cache(src)
         seqs, beam_scores = new_seqs, new_scores

@@ -9,7 +9,7 @@ class PromptAdaptiveFusion(StaticFusion):
     """``alpha = softmax((w + f(p)) / temperature)``, ``H = sum_l alpha_l H_l``.
 
     ``w`` is the static vector shared by all prompts, ``f`` a two-layer MLP of
-    the pooled prompt vector ``p``.  The last layer of ``f`` starts at zero, so
+    the layer-normalised pooled prompt vector ``p``.  The last layer of ``f`` starts at zero, so
     training starts from the static model and moves away from it only as far as
     the tasks ask for.
 
@@ -29,6 +29,7 @@ class PromptAdaptiveFusion(StaticFusion):
     ):
         super().__init__(num_layers, input_size, prompt_size, temperature, layer_norm)
         self.prompt_mlp = torch.nn.Sequential(
+            torch.nn.LayerNorm(prompt_size),  # LLM embeddings are small; make f scale-free
             torch.nn.Linear(prompt_size, hidden_size),
             torch.nn.Tanh(),
             torch.nn.Linear(hidden_size, num_layers),

@@ -27,7 +27,9 @@ class TaskGate(AbsGate):
         init_bias: float = 2.0,
     ):
         super().__init__()
-        self.prompt_proj = torch.nn.Linear(prompt_size, prompt_proj_size)
+        self.prompt_proj = torch.nn.Sequential(
+            torch.nn.LayerNorm(prompt_size), torch.nn.Linear(prompt_size, prompt_proj_size)
+        )
         self.gate = torch.nn.Linear(input_size + prompt_proj_size, input_size)
         torch.nn.init.xavier_uniform_(self.gate.weight, gain=0.1)
         torch.nn.init.constant_(self.gate.bias, init_bias)

@@ -1,0 +1,179 @@
+"""The model's behaviour: shapes through every component choice, gradients, learning, decoding."""
+
+import itertools
+
+import pytest
+import torch
+from conftest import ASR_TEXTS, EMOTIONS, toy_wave
+
+from espnet_harmonifuse.api import HarmoniFuse
+from espnet_harmonifuse.espnet_model import HarmoniFuseModel, pack
+from espnet_harmonifuse.tasks import HarmoniFuseTask
+
+
+def batch_for(model_args, items, task_index):
+    """A collated batch from (wave, text) pairs of one task, tokenized like training does."""
+    tok = HarmoniFuseTask.build_tokenizer(model_args)
+    waves = [torch.from_numpy(w) for w, _ in items]
+    ids = [torch.tensor(tok.encode(t)) for _, t in items]
+    return dict(
+        speech=torch.nn.utils.rnn.pad_sequence(waves, batch_first=True),
+        speech_lengths=torch.tensor([len(w) for w in waves]),
+        text=torch.nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=-1),
+        text_lengths=torch.tensor([len(i) for i in ids]),
+        task_id=torch.full((len(items), 1), task_index),
+    )
+
+
+@pytest.mark.parametrize(
+    "fusion,gate,projector", list(itertools.product(["prompt_adaptive", "static", "last_layer"], ["task_gate", "none"], ["stack_mlp", "conv1d"]))
+)
+def test_every_combination_runs_with_right_shapes(make_args, fusion, gate, projector):
+    args = make_args(fusion=fusion, gate=gate, projector=projector)
+    model = HarmoniFuseTask.build_model(args)
+    batch = batch_for(args, [(toy_wave(0, 0.5), "THE RED DOG"), (toy_wave(1, 0.3), "TWO BIRDS SING")], 0)
+    states, lengths = model.backbone(batch["speech"], batch["speech_lengths"])
+    assert len(states) == model.backbone.num_layers == 3
+    assert all(s.shape == states[0].shape and s.size(-1) == 32 for s in states)
+    _, vec = model.embed_prompts(model.choose_prompts(torch.tensor([0, 0])))
+    emb, emb_len, weights, gate_stats = model.encode_speech(batch["speech"], batch["speech_lengths"], vec)
+    assert weights.shape == (2, 3) and torch.allclose(weights.sum(-1), torch.ones(2))
+    assert emb.shape == (2, (states[0].size(1) + 1) // 2, 32)
+    assert emb_len.tolist() == [(int(n) + 1) // 2 for n in lengths]
+    assert ("gate_channel_mean" in gate_stats) == (gate == "task_gate")
+    loss, stats, weight = model(**batch)
+    assert torch.isfinite(loss).all() and int(weight) == 2
+    assert torch.isnan(stats["loss_ser"]) and torch.isfinite(stats["loss_asr"])
+
+
+def test_gradients_reach_trainable_parts_only(make_args):
+    args = make_args(backbone_conf={"num_blocks": 2})
+    model = HarmoniFuseTask.build_model(args)
+    model.decoder.lm.model.layers[0].requires_grad_(False)  # freeze one LLM layer
+    loss, _, _ = model(**batch_for(args, [(toy_wave(0), "THE RED DOG")], 0))
+    loss.sum().backward()
+    must_have = ["fusion.layer_logits", "fusion.prompt_mlp.3.weight", "gate.gate.weight", "gate.prompt_proj.1.weight", "projector.mlp.0.weight", "backbone.encoder.encoders.0.feed_forward.w_1.weight", "decoder.lm.model.layers.1.self_attn.q_proj.weight"]
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    for name in must_have:
+        assert grads[name] is not None and grads[name].abs().sum() > 0, name
+    assert all(g is None for n, g in grads.items() if n.startswith("decoder.lm.model.layers.0."))
+
+
+def test_prompt_adaptive_weights_start_equal_and_separate_by_task():
+    """A toy backbone puts the ASR answer in layer 0 and the SER answer in layer 2."""
+    from espnet_harmonifuse.backbone.abs_backbone import AbsBackbone
+    from espnet_harmonifuse.decoder.hf_causal_lm import HFCausalLMDecoder
+    from espnet_harmonifuse.fusion.prompt_adaptive import PromptAdaptiveFusion
+    from espnet_harmonifuse.gate.none import NoGate
+    from espnet_harmonifuse.projector.stack_mlp import StackMLPProjector
+    from espnet_harmonifuse.task_spec import parse_tasks
+
+    class ToyBackbone(AbsBackbone):
+        """speech[:, 0] is the ASR class, speech[:, 1] the SER class; layer 1 is noise."""
+
+        num_layers = 3
+
+        def output_size(self):
+            return 8
+
+        def forward(self, speech, lengths):
+            onehot = lambda c: torch.nn.functional.one_hot(c.long(), 8).float().unsqueeze(1)  # noqa: E731
+            noise = torch.randn(speech.size(0), 1, 8) * 3
+            a, s = onehot(speech[:, 0]), onehot(speech[:, 1])
+            return [a + torch.randn_like(a) * 0.1, noise, s + torch.randn_like(s) * 0.1], torch.ones_like(lengths)
+
+    torch.manual_seed(0)
+    tasks = parse_tasks([{"name": "asr", "prompts": ["a"], "target": "label", "labels": list("01234567")}, {"name": "ser", "prompts": ["b"], "target": "label", "labels": list("01234567")}])
+    decoder = HFCausalLMDecoder(None, config=dict(model_type="qwen2", vocab_size=16, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, intermediate_size=32), freeze=False)
+    model = HarmoniFuseModel(ToyBackbone(), PromptAdaptiveFusion(3, 8, 16, hidden_size=16), NoGate(8, 16), StackMLPProjector(8, 16, 1, 32), decoder, tasks, [[[10]], [[11]]], [[[i] for i in range(8)]] * 2, eos_id=9)
+    w0 = model.layer_weights_per_task()
+    assert torch.allclose(w0["asr"], w0["ser"])  # the prompt MLP starts at zero
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for step in range(150):
+        task = step % 2
+        cls_a, cls_s = torch.randint(8, (8,)), torch.randint(8, (8,))
+        target = cls_a if task == 0 else cls_s
+        loss, _, _ = model(torch.stack([cls_a, cls_s], 1).float(), torch.ones(8, dtype=torch.long), target.unsqueeze(1), torch.ones(8, dtype=torch.long), torch.full((8,), task))
+        opt.zero_grad()
+        loss.sum().backward()
+        opt.step()
+    w = model.layer_weights_per_task()
+    assert w["asr"][0, 0] > w["ser"][0, 0] + 0.2, w
+    assert w["ser"][0, 2] > w["asr"][0, 2] + 0.2, w
+
+
+@pytest.fixture(scope="module")
+def overfit_model(tmp_path_factory, bpemodel):
+    """A tiny model trained to memorise 4 ASR and 4 SER utterances (a mixed, interleaved stream)."""
+    from espnet_harmonifuse.bin.common import load_train_args
+    from conftest import write_config
+
+    conf = write_config(tmp_path_factory.mktemp("overfit") / "conf.yaml", bpemodel)
+    args = load_train_args(str(conf))
+    torch.manual_seed(0)
+    model = HarmoniFuseTask.build_model(args)
+    asr = batch_for(args, [(toy_wave(i), t) for i, t in enumerate(ASR_TEXTS)], 0)
+    ser = batch_for(args, [(toy_wave(100 + i), e) for i, e in enumerate(EMOTIONS)], 1)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for step in range(300):
+        loss, stats, _ = model(**(asr if step % 2 == 0 else ser))
+        opt.zero_grad()
+        loss.sum().backward()
+        opt.step()
+    model.eval()
+    return HarmoniFuse(model, args), asr, ser
+
+
+def test_tiny_model_overfits_and_greedy_decodes_exact_answers(overfit_model):
+    hf, asr, ser = overfit_model
+    asr_out = hf.decode_tensors(asr["speech"], asr["speech_lengths"], "asr")
+    assert [r["text"] for r in asr_out] == ASR_TEXTS
+    ser_out = hf.decode_tensors(ser["speech"], ser["speech_lengths"], "ser")
+    assert [r["text"] for r in ser_out] == EMOTIONS
+    assert all(abs(sum(r["label_posteriors"].values()) - 1) < 1e-4 for r in ser_out)
+    free = hf.decode_tensors(ser["speech"], ser["speech_lengths"], "ser", label_decoding="generate")
+    assert [r["text"] for r in free] == EMOTIONS
+
+
+def test_batched_decoding_equals_one_by_one(overfit_model):
+    hf, asr, _ = overfit_model
+    batched = hf.decode_tensors(asr["speech"], asr["speech_lengths"], "asr")
+    for i, r in enumerate(batched):
+        n = int(asr["speech_lengths"][i])
+        single = hf.decode_tensors(asr["speech"][i : i + 1, :n], asr["speech_lengths"][i : i + 1], "asr")[0]
+        assert single["tokens"] == r["tokens"]
+        assert abs(single["score"] - r["score"]) < 1e-3
+    no_cache = hf.decode_tensors(asr["speech"], asr["speech_lengths"], "asr", use_cache=False)
+    assert [r["tokens"] for r in no_cache] == [r["tokens"] for r in batched]
+
+
+def test_beam_search_finds_transcripts_and_scores_at_least_greedy(overfit_model):
+    hf, asr, _ = overfit_model
+    greedy = hf.decode_tensors(asr["speech"], asr["speech_lengths"], "asr")
+    beam = hf.decode_tensors(asr["speech"], asr["speech_lengths"], "asr", beam_size=3)
+    assert [r["text"] for r in beam] == ASR_TEXTS, (beam, greedy)
+    for g, b in zip(greedy, beam):
+        assert b["score"] >= g["score"] - 1e-4
+
+
+def test_label_scores_match_teacher_forced_loss(overfit_model):
+    """score_labels' log-likelihood equals minus the summed training loss of that label."""
+    hf, _, ser = overfit_model
+    model = hf.model
+    out = hf.decode_tensors(ser["speech"][:1, : int(ser["speech_lengths"][0])], ser["speech_lengths"][:1], "ser")[0]
+    label = EMOTIONS[0]
+    ids = torch.tensor([hf.tokenizer.encode(label)])
+    model.eval()
+    loss, stats, _ = model(ser["speech"][:1, : int(ser["speech_lengths"][0])], ser["speech_lengths"][:1], ids, torch.tensor([ids.size(1)]), torch.tensor([1]))
+    n_tokens = ids.size(1) + 1
+    expected = torch.log(torch.tensor(out["label_posteriors"][label]))  # posterior over labels
+    assert out["text"] == label
+    assert abs(-float(loss) * n_tokens - out["score"]) < 1e-3
+    assert expected <= 0
+
+
+def test_pack_left_padding_positions():
+    parts = [[torch.ones(2, 3)], [torch.ones(4, 3)]]
+    emb, mask, pos = pack(parts, left_pad=True)
+    assert mask.tolist() == [[False, False, True, True], [True] * 4]
+    assert pos[0, 2:].tolist() == [0, 1] and pos[1].tolist() == [0, 1, 2, 3]
