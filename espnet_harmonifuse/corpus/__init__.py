@@ -1,0 +1,1 @@
+"""Embedded synthetic corpora (espeak-ng based) for the HarmoniFuse recipes."""
