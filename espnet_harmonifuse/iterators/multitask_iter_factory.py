@@ -60,15 +60,15 @@ def task_order(schedule: str, counts: Sequence[int], seed: int) -> List[int]:
         np.random.RandomState(seed).shuffle(order)
         return order.tolist()
     total = sum(counts)
+    weights = np.asarray(counts, dtype=float)
     credit = np.zeros(len(counts))
-    left = np.asarray(counts, dtype=float)
+    left = np.asarray(counts)
     order = []
     for _ in range(total):
-        credit += left / max(left.sum(), 1.0)
-        credit[left == 0] = -math.inf
-        t = int(np.argmax(credit))
+        credit += weights
+        t = int(np.argmax(np.where(left > 0, credit, -math.inf)))
         order.append(t)
-        credit[t] -= 1.0
+        credit[t] -= total
         left[t] -= 1
     return order
 
