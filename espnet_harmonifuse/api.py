@@ -12,7 +12,7 @@ import torch
 from espnet_harmonifuse.decoding import beam_search, greedy_search, score_labels
 from espnet_harmonifuse.espnet_model import HarmoniFuseModel, pack
 
-MODEL_FILE_CANDIDATES = ("valid.loss.best.pth", "valid.acc.best.pth", "valid.loss.ave.pth", "latest.pth")
+MODEL_FILE_CANDIDATES = ("model.pth", "valid.loss.best.pth", "valid.acc.best.pth", "valid.loss.ave.pth", "latest.pth")
 CACHE_DIR = Path.home() / ".cache" / "espnet_harmonifuse"
 
 
@@ -97,7 +97,7 @@ class HarmoniFuse:
 
     def decode(self, wavs: Sequence[Union[str, np.ndarray, torch.Tensor]], task: str, **kwargs) -> List[Dict]:
         """Decode waveforms (paths or 16 kHz mono arrays) as one batch."""
-        arrays = [_load_wav(w) for w in wavs]
+        arrays = [load_wav(w) for w in wavs]
         lengths = torch.tensor([len(a) for a in arrays])
         speech = torch.nn.utils.rnn.pad_sequence([torch.as_tensor(a, dtype=torch.float32) for a in arrays], batch_first=True)
         return self.decode_tensors(speech, lengths, task, **kwargs)
@@ -147,7 +147,7 @@ class HarmoniFuse:
         return results
 
 
-def _load_wav(wav) -> np.ndarray:
+def load_wav(wav) -> np.ndarray:
     if isinstance(wav, (str, Path)):
         import soundfile as sf
 

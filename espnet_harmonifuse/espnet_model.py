@@ -26,6 +26,9 @@ class HarmoniFuseModel(AbsESPnetModel):
         label_ids: for each task, the token ids of each label (empty for text tasks).
         eos_id: end-of-sequence token appended to every target.
         prompt_sampling: ``random`` (a paraphrase per sample in training) or ``first``.
+        ctc_weight: weight of an auxiliary CTC loss on the gated states for the
+            text tasks in ``ctc_tasks`` (0: off, the paper's setting; beyond the paper).
+        ctc_tasks: the tasks whose batches get the CTC loss.
     """
 
     def __init__(
@@ -40,8 +43,12 @@ class HarmoniFuseModel(AbsESPnetModel):
         label_ids: List[List[List[int]]],
         eos_id: int,
         prompt_sampling: str = "random",
+        ctc_weight: float = 0.0,
+        ctc_tasks: Sequence[str] = ("asr",),
     ):
         super().__init__()
+        if not 0.0 <= ctc_weight < 1.0:
+            raise ValueError(f"model_conf.ctc_weight must be in [0, 1), got {ctc_weight}")
         self.backbone = backbone
         self.fusion = fusion
         self.gate = gate
@@ -52,6 +59,10 @@ class HarmoniFuseModel(AbsESPnetModel):
         self.label_ids = label_ids
         self.eos_id = eos_id
         self.prompt_sampling = prompt_sampling
+        self.ctc_weight = ctc_weight
+        self.ctc_task_ids = [i for i, t in enumerate(tasks) if t.name in ctc_tasks and not t.is_label]
+        if ctc_weight > 0:  # the blank is an extra class after the LLM vocabulary
+            self.ctc_head = torch.nn.Linear(backbone.output_size(), decoder.vocab_size + 1)
 
     # ------------------------------------------------------------------ speech side
     def choose_prompts(self, task_id: torch.Tensor, prompt_index: Optional[int] = None) -> List[List[int]]:
@@ -73,16 +84,6 @@ class HarmoniFuseModel(AbsESPnetModel):
         embs = [self.decoder.embed(torch.tensor(p, device=device)) for p in prompts]
         return embs, torch.stack([e.mean(0) for e in embs]).float()
 
-    def encode_speech(
-        self, speech: torch.Tensor, speech_lengths: torch.Tensor, prompt_vec: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
-        """Backbone -> fusion -> gate -> projector. Returns (embeds, lengths, layer weights, gate stats)."""
-        states, lengths = self.backbone(speech, speech_lengths)
-        fused, layer_weights = self.fusion(states, lengths, prompt_vec)
-        selected, gate_stats = self.gate(fused, lengths, prompt_vec)
-        embeds, emb_lengths = self.projector(selected, lengths)
-        return embeds, emb_lengths, layer_weights, gate_stats
-
     def prefix_parts(
         self,
         speech: torch.Tensor,
@@ -92,10 +93,13 @@ class HarmoniFuseModel(AbsESPnetModel):
     ) -> Tuple[List[List[torch.Tensor]], Dict[str, torch.Tensor]]:
         """Per sample, the ``[prompt ; speech]`` embeddings, plus layer weights and gate stats."""
         prompt_embs, prompt_vec = self.embed_prompts(self.choose_prompts(task_id, prompt_index))
-        embeds, lengths, layer_weights, gate_stats = self.encode_speech(speech, speech_lengths, prompt_vec)
+        states, lengths = self.backbone(speech, speech_lengths)
+        fused, layer_weights = self.fusion(states, lengths, prompt_vec)
+        selected, gate_stats = self.gate(fused, lengths, prompt_vec)
+        embeds, emb_lengths = self.projector(selected, lengths)
         embeds = embeds.to(prompt_embs[0].dtype)
-        parts = [[p, embeds[i, : int(lengths[i])]] for i, p in enumerate(prompt_embs)]
-        return parts, dict(layer_weights=layer_weights, **gate_stats)
+        parts = [[p, embeds[i, : int(emb_lengths[i])]] for i, p in enumerate(prompt_embs)]
+        return parts, dict(layer_weights=layer_weights, selected=selected, selected_lengths=lengths, **gate_stats)
 
     # ------------------------------------------------------------------ training
     def forward(
@@ -108,7 +112,7 @@ class HarmoniFuseModel(AbsESPnetModel):
         **kwargs,
     ) -> Tuple[torch.Tensor, Dict[str, Optional[torch.Tensor]], torch.Tensor]:
         task_id = task_id.view(-1).long()
-        parts, _ = self.prefix_parts(speech, speech_lengths, task_id)
+        parts, extra = self.prefix_parts(speech, speech_lengths, task_id)
         targets = [text[i, : int(text_lengths[i])] for i in range(text.size(0))]
         eos = torch.tensor([self.eos_id], device=text.device, dtype=text.dtype)
         labels_per_sample = []
@@ -120,7 +124,31 @@ class HarmoniFuseModel(AbsESPnetModel):
         inputs, mask, positions = pack(parts, left_pad=False)
         labels = torch.nn.utils.rnn.pad_sequence(labels_per_sample, batch_first=True, padding_value=IGNORE_ID)
         logits, _ = self.decoder(inputs, mask, positions)
-        return self._loss_and_stats(logits, labels, task_id)
+        loss, stats, weight = self._loss_and_stats(logits, labels, task_id)
+        if self.ctc_weight > 0:
+            loss, stats = self._add_ctc(loss, stats, extra, text, text_lengths, task_id)
+        return loss, stats, weight
+
+    def _add_ctc(self, loss, stats, extra, text, text_lengths, task_id):
+        """Mix in CTC on the gated states for the samples of the CTC tasks."""
+        sel = torch.isin(task_id, torch.tensor(self.ctc_task_ids, device=task_id.device))
+        stats["loss_ctc"] = torch.tensor(float("nan"), device=loss.device)
+        if not sel.any():
+            return loss, stats
+        logp = torch.log_softmax(self.ctc_head(extra["selected"][sel]).float(), dim=-1)
+        ctc = torch.nn.functional.ctc_loss(
+            logp.transpose(0, 1),
+            text[sel].clamp(min=0),
+            extra["selected_lengths"][sel],
+            text_lengths[sel],
+            blank=logp.size(-1) - 1,
+            reduction="sum",
+            zero_infinity=True,
+        ) / sel.sum()
+        stats["loss_ctc"] = ctc.detach().unsqueeze(0)
+        loss = (1 - self.ctc_weight) * loss + self.ctc_weight * ctc
+        stats["loss"] = loss.detach()
+        return loss, stats
 
     def _loss_and_stats(self, logits: torch.Tensor, labels: torch.Tensor, task_id: torch.Tensor):
         logits = logits[:, : labels.size(1)]

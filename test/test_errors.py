@@ -11,7 +11,7 @@ import yaml
 from conftest import EMOTIONS, TINY_TASKS, task_data_args, toy_wave, write_config, write_task_dir
 from espnet2.train.distributed_utils import DistributedOption
 
-from espnet_harmonifuse.api import HarmoniFuse, _load_wav
+from espnet_harmonifuse.api import HarmoniFuse, load_wav
 from espnet_harmonifuse.bin import collect_shapes
 from espnet_harmonifuse.preprocessor import TaskPreprocessor
 from espnet_harmonifuse.task_spec import parse_tasks
@@ -221,9 +221,9 @@ def test_empty_and_undecodable_audio(tiny, tmp_path):
     with pytest.raises(ValueError, match=f"cannot read audio '{re.escape(str(garbage))}'"):
         hf.decode([str(garbage)], task="ser")
     with pytest.raises(ValueError, match="empty audio"):
-        _load_wav(np.zeros(0, dtype=np.float32))
+        load_wav(np.zeros(0, dtype=np.float32))
     with pytest.raises(ValueError, match=r"expected a mono waveform \(1-D\), got shape \(2, 100\)"):
-        _load_wav(np.zeros((2, 100), dtype=np.float32))
+        load_wav(np.zeros((2, 100), dtype=np.float32))
     with pytest.raises(ValueError, match=r"unknown task 'emotion'; this model knows \['asr', 'ser'\]"):
         hf.decode([toy_wave(0)], task="emotion")
 
@@ -238,7 +238,7 @@ def test_wav_that_is_not_16khz(tiny, tmp_path):
     assert f"'{path}' is 8000 Hz" in msg and "expects 16 kHz" in msg and "resample" in msg
     # the same audio at 16 kHz loads (as float32 mono)
     sf.write(path, toy_wave(3)[:4000], 16000)
-    wav = _load_wav(str(path))
+    wav = load_wav(str(path))
     assert wav.dtype == np.float32 and wav.shape == (4000,)
 
 

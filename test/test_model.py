@@ -35,12 +35,13 @@ def test_every_combination_runs_with_right_shapes(make_args, fusion, gate, proje
     states, lengths = model.backbone(batch["speech"], batch["speech_lengths"])
     assert len(states) == model.backbone.num_layers == 3
     assert all(s.shape == states[0].shape and s.size(-1) == 32 for s in states)
-    _, vec = model.embed_prompts(model.choose_prompts(torch.tensor([0, 0])))
-    emb, emb_len, weights, gate_stats = model.encode_speech(batch["speech"], batch["speech_lengths"], vec)
+    parts, extra = model.prefix_parts(batch["speech"], batch["speech_lengths"], torch.tensor([0, 0]))
+    weights = extra["layer_weights"]
     assert weights.shape == (2, 3) and torch.allclose(weights.sum(-1), torch.ones(2))
-    assert emb.shape == (2, (states[0].size(1) + 1) // 2, 32)
-    assert emb_len.tolist() == [(int(n) + 1) // 2 for n in lengths]
-    assert ("gate_channel_mean" in gate_stats) == (gate == "task_gate")
+    assert extra["selected"].shape == states[0].shape
+    assert [p[1].shape for p in parts] == [((int(n) + 1) // 2, 32) for n in lengths]
+    assert all(p[0].shape[1] == 32 for p in parts)
+    assert ("gate_channel_mean" in extra) == (gate == "task_gate")
     loss, stats, weight = model(**batch)
     assert torch.isfinite(loss).all() and int(weight) == 2
     assert torch.isnan(stats["loss_ser"]) and torch.isfinite(stats["loss_asr"])
@@ -57,6 +58,18 @@ def test_gradients_reach_trainable_parts_only(make_args):
     for name in must_have:
         assert grads[name] is not None and grads[name].abs().sum() > 0, name
     assert all(g is None for n, g in grads.items() if n.startswith("decoder.lm.model.layers.0."))
+
+
+def test_auxiliary_ctc_loss_only_on_asr_batches(make_args):
+    args = make_args(model_conf={"ctc_weight": 0.3})
+    model = HarmoniFuseTask.build_model(args)
+    asr = batch_for(args, [(toy_wave(0), "THE RED DOG")], 0)
+    loss, stats, _ = model(**asr)
+    assert torch.isfinite(stats["loss_ctc"]).all() and float(stats["loss_ctc"]) > 0
+    loss.sum().backward()
+    assert model.ctc_head.weight.grad.abs().sum() > 0
+    _, stats, _ = model(**batch_for(args, [(toy_wave(1), "happy")], 1))
+    assert torch.isnan(stats["loss_ctc"]).all()
 
 
 def test_prompt_adaptive_weights_start_equal_and_separate_by_task():
