@@ -1,0 +1,1 @@
+../../TEMPLATE/harmonifuse1/harmonifuse.sh
