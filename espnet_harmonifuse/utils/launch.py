@@ -88,10 +88,12 @@ def run_local(cmd: str, logfile: str, gpu: str) -> int:
     with open(logfile, "w", encoding="utf-8") as log:
         log.write(f"# {cmd}\n# Started at {_now()} on {os.uname().nodename} (gpu={gpu})\n#\n")
         log.flush()
-        rc = subprocess.call(["bash", "-c", cmd], stdout=log, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(["bash", "-c", cmd], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)  # rusage of this job alone (peak memory)
+        proc.returncode = rc = os.waitstatus_to_exitcode(status)
         elapsed = int(round(time.time() - t0))
-        log.write(f"# Accounting: time={elapsed} threads=1\n"
+        log.write(f"# Accounting: time={elapsed} threads=1 max_rss_mb={usage.ru_maxrss / 1024:.0f}\n"
                   f"# Ended (code {rc}) at {_now()}, elapsed time {elapsed} seconds\n")
     return rc
 
