@@ -98,6 +98,8 @@ def plot_layer_weights(
         s = np.asarray(static, dtype=float).reshape(-1)
         ax.plot(np.arange(s.size), s, color="grey", ls="--", marker="s",
                 ms=3, label="static")
+    n_layers = max(np.atleast_2d(np.asarray(w)).shape[1] for w in weights.values()) if weights else 0
+    ax.set_xticks(np.arange(n_layers))  # layers are integers
     ax.set_xlabel("Layer")
     ax.set_ylabel("Weight")
     ax.set_title(title)
