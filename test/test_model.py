@@ -47,6 +47,18 @@ def test_every_combination_runs_with_right_shapes(make_args, fusion, gate, proje
     assert torch.isnan(stats["loss_ser"]) and torch.isfinite(stats["loss_asr"])
 
 
+@pytest.mark.parametrize("normalize,gain_invariant", [("frame", True), ("utterance", True), ("none", False)])
+def test_conformer_feature_normalisation(make_args, normalize, gain_invariant):
+    """frame and utterance normalisation make the backbone blind to a global gain; none does not."""
+    model = HarmoniFuseTask.build_model(make_args(backbone_conf={"normalize": normalize})).eval()
+    x = torch.from_numpy(toy_wave(3)).unsqueeze(0)
+    n = torch.tensor([x.size(1)])
+    with torch.no_grad():
+        a = model.backbone(x, n)[0][-1]
+        b = model.backbone(4 * x, n)[0][-1]
+    assert torch.allclose(a, b, atol=1e-3) == gain_invariant
+
+
 def test_gradients_reach_trainable_parts_only(make_args):
     args = make_args(backbone_conf={"num_blocks": 2})
     model = HarmoniFuseTask.build_model(args)

@@ -21,6 +21,10 @@ class ConformerBackbone(AbsBackbone):
         fs, n_fft, win_length, hop_length, n_mels: filterbank settings.
         output_size, attention_heads, linear_units, num_blocks, dropout_rate,
         input_layer: ConformerEncoder settings (``input_layer=conv2d`` subsamples 4x).
+        normalize: feature normalisation: ``utterance`` (mean over the utterance
+            per mel bin, ESPnet's UtteranceMVN: removes average pitch and
+            loudness), ``frame`` (each frame over its mel bins: removes loudness,
+            keeps the spectral shape and so pitch), or ``none``.
         specaug_conf: SpecAug keyword arguments, or None for no SpecAugment.
         encoder_conf: any other ConformerEncoder keyword arguments.
     """
@@ -38,6 +42,7 @@ class ConformerBackbone(AbsBackbone):
         num_blocks: int = 6,
         dropout_rate: float = 0.1,
         input_layer: str = "conv2d",
+        normalize: str = "utterance",
         specaug_conf: Optional[dict] = None,
         encoder_conf: Optional[dict] = None,
     ):
@@ -45,7 +50,10 @@ class ConformerBackbone(AbsBackbone):
         self.frontend = DefaultFrontend(
             fs=fs, n_fft=n_fft, win_length=win_length, hop_length=hop_length, n_mels=n_mels
         )
-        self.normalize = UtteranceMVN()
+        if normalize not in ("utterance", "frame", "none"):
+            raise ValueError(f"backbone_conf.normalize must be utterance, frame or none, not '{normalize}'")
+        self.normalize_kind = normalize
+        self.normalize = UtteranceMVN() if normalize == "utterance" else None
         self.specaug = SpecAug(**specaug_conf) if specaug_conf else None
         self.encoder = ConformerEncoder(
             input_size=n_mels,
@@ -69,9 +77,13 @@ class ConformerBackbone(AbsBackbone):
     def forward(
         self, speech: torch.Tensor, speech_lengths: torch.Tensor
     ) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        speech = speech[:, : int(speech_lengths.max())]  # ESPnet's masks assume no extra padding
         feats, feat_lengths = self.frontend(speech, speech_lengths)
         if self.specaug is not None and self.training:
             feats, feat_lengths = self.specaug(feats, feat_lengths)
-        feats, feat_lengths = self.normalize(feats, feat_lengths)
+        if self.normalize_kind == "utterance":
+            feats, feat_lengths = self.normalize(feats, feat_lengths)
+        elif self.normalize_kind == "frame":
+            feats = torch.nn.functional.layer_norm(feats, feats.shape[-1:])
         (last, hidden), lengths, _ = self.encoder(feats, feat_lengths, return_all_hs=True)
         return list(hidden[:-1]) + [last], lengths
