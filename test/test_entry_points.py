@@ -93,7 +93,7 @@ def test_print_config_shows_every_component_with_defaults(monkeypatch):
     assert conf["backbone"] == "conformer"
     assert conf["backbone_conf"] == {
         "fs": 16000, "n_fft": 512, "win_length": 400, "hop_length": 160, "n_mels": 80, "output_size": 256,
-        "attention_heads": 4, "linear_units": 1024, "num_blocks": 6, "dropout_rate": 0.1, "input_layer": "conv2d",
+        "attention_heads": 4, "linear_units": 1024, "num_blocks": 6, "dropout_rate": 0.1, "input_layer": "conv2d", "normalize": "utterance",
         "specaug_conf": None, "encoder_conf": None,
     }
     assert conf["fusion"] == "static" and conf["fusion_conf"] == {"temperature": 1.0, "layer_norm": False}
@@ -108,7 +108,7 @@ def test_print_config_shows_every_component_with_defaults(monkeypatch):
     assert conf["tasks"][1]["labels"] == ["neutral", "happy", "angry", "sad"]
     assert conf["multitask_schedule"] == "alternate" and conf["multitask_temperature"] == 2.0
     assert conf["token_type"] == "hf" and conf["bpemodel"] is None
-    assert conf["model_conf"] == {"prompt_sampling": "random"}
+    assert conf["model_conf"] == {"prompt_sampling": "random", "ctc_weight": 0.0, "ctc_tasks": ["asr"]}
     assert conf["train_task_data"] == [] and conf["valid_task_shape_file"] == []
 
 
@@ -302,5 +302,5 @@ def test_gate_none_builds_a_model_without_gate(make_args, gate):
     speech = torch.from_numpy(np.stack([toy_wave(1), toy_wave(2)]))
     with torch.no_grad():
         parts, extra = model.prefix_parts(speech, torch.tensor([speech.size(1)] * 2), torch.tensor([0, 1]))
-    assert set(extra) == {"layer_weights"}  # no gate statistics
+    assert set(extra) == {"layer_weights", "selected", "selected_lengths"}  # no gate statistics
     assert torch.allclose(extra["layer_weights"], torch.full((2, 3), 1 / 3))
