@@ -1,7 +1,7 @@
 """Declared tasks (name, prompt paraphrases, target kind) and per-task data options."""
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 TARGET_KINDS = ("text", "label")
 

@@ -5,10 +5,8 @@ import dataclasses
 import functools
 import logging
 from pathlib import Path
-from typing import Callable, Collection, Dict, List, Optional, Tuple, Union
+from typing import Callable, Optional, Tuple, Union
 
-import numpy as np
-import torch
 import yaml
 from espnet2.tasks.abs_task import AbsTask
 from espnet2.train.abs_espnet_model import AbsESPnetModel
@@ -37,7 +35,7 @@ from espnet_harmonifuse.preprocessor import TaskPreprocessor
 from espnet_harmonifuse.projector.abs_projector import AbsProjector
 from espnet_harmonifuse.projector.conv1d import Conv1dProjector
 from espnet_harmonifuse.projector.stack_mlp import StackMLPProjector
-from espnet_harmonifuse.task_spec import DEFAULT_TASKS, TaskSpec, group_task_data, parse_tasks
+from espnet_harmonifuse.task_spec import DEFAULT_TASKS, group_task_data, parse_tasks
 from espnet_harmonifuse.tokenizer import AbsTokenizer, build_tokenizer
 from espnet_harmonifuse.utils.checkpoint import load_state_dict_strict
 

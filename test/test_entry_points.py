@@ -29,15 +29,6 @@ FAST = ["--ngpu", "0", "--num_workers", "0", "--batch_size", "2", "--optim", "ad
         "--use_tensorboard", "false", "--use_matplotlib", "false", "--keep_nbest_models", "1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is as fast, and far faster when other jobs share the CPUs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ----------------------------------------------------------------------------- (a) module names
 def test_espnet2_bin_aliases_resolve_to_the_plugin():
     for name in ("harmonifuse_train", "harmonifuse_inference"):

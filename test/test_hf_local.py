@@ -3,7 +3,6 @@
 import copy
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -21,15 +20,6 @@ from espnet_harmonifuse.tasks import HarmoniFuseTask  # noqa: E402
 from espnet_harmonifuse.tokenizer import HFTokenizer  # noqa: E402
 
 WAVLM_LAYERS = 2
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is as fast, and far faster when other jobs share the CPUs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_tokenizer():

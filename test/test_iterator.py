@@ -1,7 +1,7 @@
 """MultiTaskIterFactory over real ESPnet SequenceIterFactory objects (batch interleaving)."""
 
 from collections import Counter
-from typing import Dict, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import pytest
