@@ -202,3 +202,16 @@ def test_pack_left_padding_positions():
     emb, mask, pos = pack(parts, left_pad=True)
     assert mask.tolist() == [[False, False, True, True], [True] * 4]
     assert pos[0, 2:].tolist() == [0, 1] and pos[1].tolist() == [0, 1, 2, 3]
+
+
+def test_speech_probe_shows_the_overfit_model_uses_the_audio(overfit_model, tmp_path):
+    from conftest import write_task_dir
+
+    from espnet_harmonifuse.bin.probe_speech import probe
+
+    hf, _, _ = overfit_model
+    write_task_dir(tmp_path, "asr", [(f"asr{i}", toy_wave(i), t) for i, t in enumerate(ASR_TEXTS)])
+    result = probe(hf, "asr", str(tmp_path / "asr"), 4)
+    assert result["real"]["acc"] > 0.9
+    assert result["zero"]["loss"] > result["real"]["loss"] + 1.0
+    assert result["shuffled"]["loss"] > result["real"]["loss"] + 1.0
