@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""Write the benchmark's ablation configs from conf/train.yaml (the full HarmoniFuse model).
+
+    python3 local/make_tuning_configs.py [--base conf/train.yaml] [--out_dir conf/tuning] [--check]
+
+Each variant is a copy of the base config, comments included, with only the lines of its
+ablation changed and a header comment saying what differs:
+
+    train_asr_only.yaml          tasks: only asr                 (single-task ASR)
+    train_ser_only.yaml          tasks: only ser                 (single-task SER)
+    train_naive_multitask.yaml   fusion: static, gate: none      (naive multi-task sharing)
+    train_no_gate.yaml           gate: none                      (HarmoniFuse without the gate)
+    train_static_fusion.yaml     fusion: static                  (HarmoniFuse with static fusion)
+
+A changed component keeps only the ``<component>_conf`` keys its new class accepts
+(``fusion: static`` drops ``fusion_conf.hidden_size``, which only the prompt MLP uses;
+``gate: none`` drops ``gate_conf``); everything else (backbone, LLM, projector, prompts,
+interleaving, optimiser, epochs) stays as in the base. Rerun this script whenever
+conf/train.yaml changes; ``--check`` fails if the files on disk are stale.
+"""
+
+import argparse
+import copy
+import inspect
+import re
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+# name -> (what differs, top-level choice changes, tasks kept (None: all))
+VARIANTS: Dict[str, Tuple[str, Dict[str, str], Optional[Tuple[str, ...]]]] = {
+    "train_asr_only": ("single-task ASR: tasks holds only asr", {}, ("asr",)),
+    "train_ser_only": ("single-task SER: tasks holds only ser", {}, ("ser",)),
+    "train_naive_multitask": (
+        "naive multi-task: fusion: static (one layer-weight vector for all tasks), gate: none",
+        {"fusion": "static", "gate": "none"},
+        None,
+    ),
+    "train_no_gate": ("HarmoniFuse without the task gate: gate: none", {"gate": "none"}, None),
+    "train_static_fusion": (
+        "HarmoniFuse with static fusion: fusion: static (the task gate stays)",
+        {"fusion": "static"},
+        None,
+    ),
+}
+
+_TOP_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:")
+_CHILD_KEY = re.compile(r"^(\s+)([A-Za-z_][A-Za-z0-9_]*)\s*:")
+_ITEM = re.compile(r"^(\s*)-\s")
+
+
+def accepted_conf_keys(choice: str, name: str) -> Optional[List[str]]:
+    """Keyword arguments the class ``name`` of ``choice`` (fusion, gate, ...) accepts.
+
+    None when the choice is ``none`` (no module: no conf keys at all).
+    """
+    from espnet_harmonifuse import tasks
+
+    choices = getattr(tasks, f"{choice}_choices")
+    cls = None if name.lower() in ("none", "null") else choices.get_class(name)
+    if cls is None:
+        return None
+    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+
+def _blocks(lines: Sequence[str]) -> List[Tuple[str, int, int]]:
+    """``(top-level key, first line, end line)``; a block ends before the next top-level key.
+
+    Comment lines at column 0 just before a key belong to that key.
+    """
+    starts = [(i, m.group(1)) for i, line in enumerate(lines) if (m := _TOP_KEY.match(line))]
+    out = []
+    for n, (i, key) in enumerate(starts):
+        end = starts[n + 1][0] if n + 1 < len(starts) else len(lines)
+        while end - 1 > i and (lines[end - 1].startswith("#") or not lines[end - 1].strip()):
+            end -= 1
+        out.append((key, i, end))
+    return out
+
+
+def _find(lines: Sequence[str], key: str) -> Optional[Tuple[int, int]]:
+    for k, i, end in _blocks(lines):
+        if k == key:
+            return i, end
+    return None
+
+
+def _set_choice(lines: List[str], key: str, value: str) -> None:
+    span = _find(lines, key)
+    if span is None:
+        raise ValueError(f"'{key}:' is not a top-level line of the base config")
+    i, end = span
+    if end - i != 1:
+        raise ValueError(f"'{key}:' must be a one-line 'key: value' entry")
+    lines[i] = f"{key}: {value}   # changed by local/make_tuning_configs.py"
+
+
+def _filter_conf(lines: List[str], key: str, keep: Optional[Sequence[str]]) -> None:
+    """Keep only the children of block ``key`` named in ``keep`` (drop the block if none is left)."""
+    span = _find(lines, key)
+    if span is None:
+        return
+    i, end = span
+    head = lines[i]
+    if keep is not None and head.split(":", 1)[1].split("#")[0].strip() not in ("", "{}"):
+        data = yaml.safe_load(head) or {}  # flow style: key: {a: 1, b: 2}
+        kept = {k: v for k, v in (data.get(key) or {}).items() if k in keep}
+        new = [f"{key}: {yaml.safe_dump(kept, default_flow_style=True).strip()}"] if kept else []
+    else:
+        body = lines[i + 1 : end]
+        content = [ln for ln in body if ln.strip() and not ln.lstrip().startswith("#")]
+        indent = len(content[0]) - len(content[0].lstrip()) if content else 0
+        children: List[Tuple[str, List[str]]] = []
+        for line in body:
+            m = _CHILD_KEY.match(line)
+            if m and len(m.group(1)) == indent:
+                children.append((m.group(2), [line]))
+            elif children:
+                children[-1][1].append(line)
+        kept_lines = [ln for name, block in children if keep is not None and name in keep for ln in block]
+        new = [head] + kept_lines if kept_lines else []
+    lines[i:end] = new
+
+
+def _keep_tasks(lines: List[str], keep: Sequence[str]) -> None:
+    span = _find(lines, "tasks")
+    if span is None:
+        raise ValueError("the base config has no top-level 'tasks:' block")
+    i, end = span
+    items: List[List[str]] = []
+    indent = None
+    for line in lines[i + 1 : end]:
+        m = _ITEM.match(line)
+        if m and (indent is None or len(m.group(1)) == indent):
+            indent = len(m.group(1))
+            items.append([line])
+        elif items:
+            items[-1].append(line)
+        else:
+            raise ValueError("cannot parse the tasks block (expected a block list of '- name: ...' items)")
+    kept = [it for it in items if (yaml.safe_load("\n".join(it)) or [{}])[0].get("name") in keep]
+    lines[i + 1 : end] = [ln for it in kept for ln in it]
+
+
+def expected_config(base: dict, changes: Dict[str, str], tasks: Optional[Sequence[str]]) -> dict:
+    """The variant as data: what the text edits must produce."""
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        out[key] = value
+        keep = accepted_conf_keys(key, value)
+        conf = {k: v for k, v in (out.get(f"{key}_conf") or {}).items() if keep is not None and k in keep}
+        if conf:
+            out[f"{key}_conf"] = conf
+        else:
+            out.pop(f"{key}_conf", None)
+    if tasks is not None:
+        out["tasks"] = [t for t in out["tasks"] if t["name"] in tasks]
+    return out
+
+
+def describe_changes(base: dict, variant: dict) -> List[str]:
+    """Human-readable list of the top-level differences between two configs."""
+    out = []
+    for key in list(base) + [k for k in variant if k not in base]:
+        if key not in variant:
+            out.append(f"{key} removed (unused by the new choice)")
+        elif key not in base:
+            out.append(f"{key} added")
+        elif base[key] != variant[key]:
+            if key == "tasks":
+                out.append(f"tasks: {[t['name'] for t in variant[key]]}")
+            elif isinstance(base[key], dict) and isinstance(variant[key], dict):
+                gone = [k for k in base[key] if k not in variant[key]]
+                out.append(f"{key}: {', '.join(gone)} removed (not an argument of the new choice)")
+            else:
+                out.append(f"{key}: {base[key]} -> {variant[key]}")
+    return out
+
+
+def make_variant(base_text: str, name: str, base_name: str = "conf/train.yaml") -> str:
+    """The text of variant ``name`` (a key of VARIANTS) derived from ``base_text``."""
+    what, changes, tasks = VARIANTS[name]
+    lines = base_text.splitlines()
+    for key, value in changes.items():
+        _set_choice(lines, key, value)
+        _filter_conf(lines, f"{key}_conf", accepted_conf_keys(key, value))
+    if tasks is not None:
+        _keep_tasks(lines, tasks)
+    base = yaml.safe_load(base_text)
+    want = expected_config(base, changes, tasks)
+    header = [
+        f"# GENERATED by local/make_tuning_configs.py from {base_name}: do not edit, rerun the script.",
+        f"# Differs from {base_name} only in: {what}.",
+        f"# Changed keys: {'; '.join(describe_changes(base, want))}.",
+    ]
+    text = "\n".join(header + lines) + "\n"
+    got = yaml.safe_load(text)
+    if got != want:  # the text edits must equal the intended data change, or we refuse to write
+        raise RuntimeError(f"{name}: text edit of {base_name} does not give the intended config")
+    return text
+
+
+def write_all(base: Path, out_dir: Path, check: bool = False) -> List[Path]:
+    base_text = base.read_text(encoding="utf-8")
+    written, stale = [], []
+    for name in VARIANTS:
+        text = make_variant(base_text, name, base_name=f"{base.parent.name}/{base.name}")
+        path = out_dir / f"{name}.yaml"
+        if check:
+            if not path.is_file() or path.read_text(encoding="utf-8") != text:
+                stale.append(path)
+            continue
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    if stale:
+        raise SystemExit(f"stale or missing (rerun local/make_tuning_configs.py): {', '.join(map(str, stale))}")
+    return written
+
+
+def main(argv=None) -> List[Path]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--base", default="conf/train.yaml", help="the full model's config")
+    p.add_argument("--out_dir", default="conf/tuning")
+    p.add_argument("--check", action="store_true", help="only check that the files on disk are up to date")
+    args = p.parse_args(argv)
+    paths = write_all(Path(args.base), Path(args.out_dir), args.check)
+    for path in paths:
+        print(f"wrote {path}")
+    if args.check:
+        print("tuning configs are up to date", file=sys.stderr)
+    return paths
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,290 @@
+"""The benchmark machinery (issue 4), without training: results table, run planning / resumability,
+low-data subsets, the generated ablation configs, the ESPnet launcher quoting and pocketsphinx."""
+
+import importlib.util
+import json
+import math
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from espnet_harmonifuse.benchmark import run as bench_run
+from espnet_harmonifuse.benchmark import subsets, table
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "egs2" / "mini_emo" / "harmonifuse1"
+SETS = bench_run.Context().sets
+
+
+# ------------------------------------------------------------------------------------- table
+def _scores(run_dir: Path, asr=None, ser=None):
+    if asr is not None:
+        p = run_dir / "decode_bench" / "asr_test" / "score_wer" / "scores.json"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps({"kind": "asr", "wer": asr[0], "cer": asr[1]}))
+    if ser is not None:
+        p = run_dir / "decode_bench" / "ser_test" / "score_ser" / "scores.json"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps({"kind": "ser", "ua": ser[0], "wa": ser[1], "macro_f1": ser[2]}))
+
+
+def _record(run_dir: Path, **kw):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "bench_run.json").write_text(json.dumps({"status": "done", **kw}))
+
+
+@pytest.fixture
+def fake_bench(tmp_path):
+    b = tmp_path / "bench"
+    hf = b / "full" / "harmonifuse"
+    # WER 10, 12, 14 -> mean 12, sample std sqrt((4 + 0 + 4) / 2) = 2
+    # CER 5, 6, 10   -> mean 7,  sample std sqrt((4 + 1 + 9) / 2) = sqrt(7) = 2.6458
+    # UA: seed 1 has no SER score (its SER decode "failed") -> 60, 80: mean 70, std sqrt(200) = 14.142
+    _scores(hf / "seed0", asr=(10.0, 5.0), ser=(60.0, 61.0, 59.0))
+    _scores(hf / "seed1", asr=(12.0, 6.0))
+    _scores(hf / "seed2", asr=(14.0, 10.0), ser=(80.0, 81.0, 79.0))
+    for k, t in enumerate((600.0, 900.0, 720.0)):  # wall of the finished seeds 0, 2: mean 660 s = 11.0 min
+        _record(hf / f"seed{k}", params=2_780_000, trainable_params=2_700_000, train_seconds=t)
+    (hf / "seed1" / "bench_run.json").write_text(json.dumps({"status": "failed", "train_seconds": 900.0}))
+    # single-task ASR: seed 1 missing entirely -> n = 2, WER 20, 30: mean 25, std 7.0711
+    _scores(b / "full" / "asr_only" / "seed0", asr=(20.0, 9.0))
+    _scores(b / "full" / "asr_only" / "seed2", asr=(30.0, 11.0))
+    # one seed only: no std shown
+    _scores(b / "low" / "ser_only" / "seed0", ser=(50.0, 50.0, 48.5))
+    return b
+
+
+def test_table_aggregates_mean_and_sample_std_over_finished_seeds(fake_bench):
+    agg = table.aggregate(table.collect(fake_bench))
+    hf = agg[("full", "harmonifuse")]
+    assert hf["wer"] == pytest.approx((12.0, 2.0, 3))
+    assert hf["cer"][:2] == pytest.approx((7.0, math.sqrt(7.0)))
+    assert hf["ua"] == pytest.approx((70.0, math.sqrt(200.0), 2))
+    assert hf["failed"] == [1]
+    assert hf["params"] == 2_780_000 and hf["trainable_params"] == 2_700_000
+    assert agg[("full", "asr_only")]["wer"] == pytest.approx((25.0, math.sqrt(50.0), 2))
+    assert "ua" not in agg[("full", "asr_only")]
+    one = agg[("low", "ser_only")]["ua"]
+    assert one[0] == 50.0 and math.isnan(one[1]) and one[2] == 1
+
+
+def test_table_markdown(fake_bench):
+    path = table.write_all(fake_bench)
+    text = Path(path).read_text()
+    assert path == str(fake_bench / "RESULTS.md")
+    assert "## full" in text and "## low" in text
+    row = next(ln for ln in text.splitlines() if "(`harmonifuse`)" in ln)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # system | n | WER | CER | UA | WA | F1 | params | trainable | train (min)
+    assert cells[1] == "asr 3, ser 2"  # 3 seeds for the ASR metrics, 2 for SER
+    assert cells[2] == "12.00 ± 2.00" and cells[3] == "7.00 ± 2.65" and cells[4] == "70.00 ± 14.14"
+    assert cells[7] == "2.78 M" and cells[8] == "2.70 M"
+    assert cells[9] == "11.0"  # the finished seeds' (0, 2) train time: (600 + 720) / 2 s (the failed seed 1 excluded)
+    low = next(ln for ln in text.splitlines() if "(`ser_only`)" in ln)
+    assert "| 50.00 |" in low and "±" not in low and "| — |" in low
+    assert "seed(s) 1 failed" in text
+
+
+# ------------------------------------------------------------------------- planning / resume
+def test_plan_marks_runs_with_all_scores_done(tmp_path):
+    b = tmp_path / "bench"
+    _scores(b / "full" / "harmonifuse" / "seed0", asr=(1, 1), ser=(1, 1, 1))
+    _scores(b / "full" / "naive_multitask" / "seed0", asr=(1, 1))  # SER score missing: not done
+    _scores(b / "full" / "asr_only" / "seed1", asr=(1, 1))
+    runs = bench_run.plan_runs(b, ["full", "low"], [0, 1, 2], sets=SETS)
+    state = {r.key: r.done for r in runs}
+    assert state["full/harmonifuse/seed0"] and state["full/asr_only/seed1"]
+    assert not state["full/naive_multitask/seed0"] and not state["full/harmonifuse/seed1"]
+    assert sum(state.values()) == 2
+    # pocketsphinx is deterministic and untrained: first seed only; the low size has 4 systems
+    assert [r.key for r in runs if r.system == "pocketsphinx"] == ["full/pocketsphinx/seed0"]
+    assert {r.system for r in runs if r.size == "low"} == {"harmonifuse", "naive_multitask", "asr_only", "ser_only"}
+    assert len(runs) == 3 * 8 + 1 + 3 * 4
+    # seed-major: every system's seed 0 comes before any seed 1
+    seeds = [r.seed for r in runs]
+    assert seeds == sorted(seeds)
+    only = bench_run.plan_runs(b, ["full"], [0], only=["harmonifuse", "espnet_cls"], sets=SETS)
+    assert [r.key for r in only] == ["full/harmonifuse/seed0", "full/espnet_cls/seed0"]
+    with pytest.raises(ValueError, match="unknown system"):
+        bench_run.plan_runs(b, ["full"], [0], only=["nope"], sets=SETS)
+
+
+def test_plan_flags_runs_done_with_another_config(tmp_path):
+    b = tmp_path / "bench"
+    d = b / "full" / "harmonifuse" / "seed0"
+    _scores(d, asr=(1, 1), ser=(1, 1, 1))
+    _record(d, config_digest="old")
+    runs = bench_run.plan_runs(b, ["full"], [0], only=["harmonifuse"], sets=SETS, config_digests={"harmonifuse": "new"})
+    assert runs[0].done and runs[0].stale
+    runs = bench_run.plan_runs(b, ["full"], [0], only=["harmonifuse"], sets=SETS, config_digests={"harmonifuse": "old"})
+    assert runs[0].done and not runs[0].stale
+
+
+def test_dry_run_lists_the_plan(tmp_path, capsys, monkeypatch):
+    recipe = tmp_path / "recipe"
+    (recipe / "conf").mkdir(parents=True)
+    b = recipe / "bench"
+    _scores(b / "low" / "asr_only" / "seed0", asr=(1, 1))
+    monkeypatch.chdir(tmp_path)
+    assert bench_run.main(["--recipe_dir", str(recipe), "--seeds", "0", "--sizes", "low", "--dry_run"]) == 0
+    out = capsys.readouterr().out
+    assert "done  low/asr_only/seed0" in out and "todo  low/harmonifuse/seed0" in out and "3 of 4 runs to do" in out
+
+
+# --------------------------------------------------------------------------- low-data subset
+def _ser_dir(root: Path, counts) -> Path:
+    d = root / "ser_train"
+    d.mkdir(parents=True)
+    wav, text, spk = {}, {}, {}
+    n = 0
+    for label, k in counts.items():
+        for i in range(k):
+            uid = f"spk{n % 3}-ser_{n:04d}"
+            wav[uid], text[uid], spk[uid] = f"/x/{uid}.wav", label, f"spk{n % 3}"
+            n += 1
+    for name, data in (("wav.scp", wav), ("text", text), ("utt2spk", spk)):
+        (d / name).write_text("".join(f"{k} {data[k]}\n" for k in sorted(data)))
+    return d
+
+
+def test_low_data_subset_is_a_quarter_stratified_by_label_and_deterministic(tmp_path):
+    counts = {"neutral": 16, "happy": 12, "angry": 8, "sad": 4}  # 40 utterances
+    src = _ser_dir(tmp_path, counts)
+    ids = subsets.make_subset_dir(src, tmp_path / "p25", 0.25, "label", seed=0)
+    assert len(ids) == 10 == round(0.25 * 40)
+    text = dict(ln.split(" ", 1) for ln in (tmp_path / "p25" / "text").read_text().splitlines())
+    assert Counter(text.values()) == {"neutral": 4, "happy": 3, "angry": 2, "sad": 1}
+    assert sorted(text) == ids == sorted((ln.split()[0] for ln in (tmp_path / "p25" / "wav.scp").read_text().splitlines()))
+    spk2utt = [u for ln in (tmp_path / "p25" / "spk2utt").read_text().splitlines() for u in ln.split()[1:]]
+    assert sorted(spk2utt) == ids
+    meta = json.loads((tmp_path / "p25" / "subset.json").read_text())
+    assert meta["num_utts"] == 10 and meta["per_stratum"]["sad"] == 1
+    # same seed: same subset; another seed: another subset with the same label counts
+    assert subsets.stratified_subset(subsets.strata_of(src, "label"), 0.25, 0) == ids
+    other = subsets.stratified_subset(subsets.strata_of(src, "label"), 0.25, 1)
+    assert other != ids and Counter(text_of := [subsets.strata_of(src, "label")[i] for i in other]) == Counter(text.values())
+    assert len(text_of) == 10
+
+
+def test_allocate_largest_remainder():
+    # 4 x 6 items, 25 %: 1.5 each -> floor 1 each, the 2 leftovers to the first names (ties)
+    assert subsets.allocate({"a": 6, "b": 6, "c": 6, "d": 6}, 0.25) == {"a": 2, "b": 2, "c": 1, "d": 1}
+    got = subsets.allocate({"x": 7, "y": 3, "z": 1}, 0.25)  # exact 1.75, 0.75, 0.25; total round(2.75) = 3
+    assert got == {"x": 2, "y": 1, "z": 0}
+    assert subsets.allocate({"x": 3}, 1.0) == {"x": 3}
+    with pytest.raises(ValueError):
+        subsets.allocate({"x": 3}, 0.0)
+
+
+# ------------------------------------------------------------------------------ ablation configs
+def _make_tuning_module():
+    spec = importlib.util.spec_from_file_location("make_tuning_configs", RECIPE / "local" / "make_tuning_configs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+INTENDED = {  # variant -> {top-level key: expected value or a checker}
+    "train_asr_only": {"tasks": ["asr"]},
+    "train_ser_only": {"tasks": ["ser"]},
+    "train_naive_multitask": {"fusion": "static", "gate": "none", "fusion_conf": None, "gate_conf": None},
+    "train_no_gate": {"gate": "none", "gate_conf": None},
+    "train_static_fusion": {"fusion": "static", "fusion_conf": None},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(INTENDED))
+def test_tuning_configs_differ_only_in_the_intended_keys(variant, tmp_path):
+    from espnet_harmonifuse.bin.common import load_train_args
+
+    mod = _make_tuning_module()
+    mod.write_all(RECIPE / "conf" / "train.yaml", tmp_path)
+    base = yaml.safe_load((RECIPE / "conf" / "train.yaml").read_text())
+    text = (tmp_path / f"{variant}.yaml").read_text()
+    assert text.startswith("# GENERATED by local/make_tuning_configs.py")
+    new = yaml.safe_load(text)
+    changed = {k for k in set(base) | set(new) if base.get(k) != new.get(k)}
+    assert changed <= set(INTENDED[variant]), changed
+    for key, want in INTENDED[variant].items():
+        if key == "tasks":
+            assert [t["name"] for t in new["tasks"]] == want
+            assert all(t in base["tasks"] for t in new["tasks"])  # prompts and labels untouched
+        elif want is not None:
+            assert new[key] == want
+    if "fusion_conf" in INTENDED[variant]:  # only the prompt MLP's option is dropped
+        kept = new.get("fusion_conf") or {}
+        assert "hidden_size" not in kept and all(base["fusion_conf"][k] == v for k, v in kept.items())
+    args = load_train_args(str(tmp_path / f"{variant}.yaml"))
+    assert args.max_epoch == base["max_epoch"] and args.backbone_conf == base["backbone_conf"]
+    assert args.decoder_conf == base["decoder_conf"] and args.projector_conf == base["projector_conf"]
+
+
+def test_committed_tuning_configs_are_up_to_date():
+    """conf/tuning/train_*.yaml must be regenerated (local/make_tuning_configs.py) when conf/train.yaml changes."""
+    mod = _make_tuning_module()
+    mod.write_all(RECIPE / "conf" / "train.yaml", RECIPE / "conf" / "tuning", check=True)
+
+
+def test_tuning_configs_from_flow_style_base_with_comments(tmp_path):
+    base = tmp_path / "train.yaml"
+    base.write_text(
+        "# a header\ntasks:\n  - {name: asr, target: text, prompts: [transcribe]}\n"
+        "  - name: ser   # the emotions\n    target: label\n    labels: [a, b]\n    prompts:\n      - which\n"
+        "\n# the fusion\nfusion: prompt_adaptive  # default\nfusion_conf: {hidden_size: 8, layer_norm: true}\n"
+        "gate: task_gate\ngate_conf:\n  # gate settings\n  init_bias: 1.0\nmax_epoch: 3\n")
+    mod = _make_tuning_module()
+    mod.write_all(base, tmp_path / "out")
+    naive = yaml.safe_load((tmp_path / "out" / "train_naive_multitask.yaml").read_text())
+    assert naive["fusion"] == "static" and naive["fusion_conf"] == {"layer_norm": True}
+    assert naive["gate"] == "none" and "gate_conf" not in naive and naive["max_epoch"] == 3
+    asr = yaml.safe_load((tmp_path / "out" / "train_asr_only.yaml").read_text())
+    assert [t["name"] for t in asr["tasks"]] == ["asr"] and asr["gate_conf"] == {"init_bias": 1.0}
+    ser = (tmp_path / "out" / "train_ser_only.yaml").read_text()
+    assert "# the emotions" in ser and "# a header" in ser
+
+
+# ----------------------------------------------------------------------------- ESPnet launcher
+def test_espnet_launcher_quotes_shell_words(tmp_path):
+    from espnet_harmonifuse.benchmark.espnet_baselines import CommandFailed, Launcher
+
+    out = tmp_path / "out.txt"
+    code = f"import sys; open({str(out)!r}, 'w').write(' '.join(sys.argv[1:]))"
+    Launcher().run([sys.executable, "-c", code, "<blank>:0", "a b", "x|y"], str(tmp_path / "log" / "x.log"))
+    assert out.read_text() == "<blank>:0 a b x|y"
+    with pytest.raises(CommandFailed, match="x2.log"):
+        Launcher().run([sys.executable, "-c", "raise SystemExit(3)"], str(tmp_path / "log" / "x2.log"))
+
+
+# ---------------------------------------------------------------------------------- pocketsphinx
+def test_pocketsphinx_decodes_espeak_speech_to_uppercase_text(tmp_path):
+    pytest.importorskip("pocketsphinx")
+    from scipy.signal import resample_poly
+
+    from espnet_harmonifuse.benchmark.pocketsphinx_decode import decode_scp
+    from espnet_harmonifuse.corpus.espeak import synthesize
+
+    wave, sr = synthesize("the red dog sees a small bird", voice="en-us", rate=150)
+    assert sr == 22050
+    wave16 = resample_poly(np.concatenate([np.zeros(4000, np.float32), wave, np.zeros(4000, np.float32)]), 160, 441)
+    sf.write(tmp_path / "utt1.wav", wave16, 16000, subtype="PCM_16")
+    (tmp_path / "wav.scp").write_text(f"utt1 {tmp_path / 'utt1.wav'}\n")
+    hyps = decode_scp(str(tmp_path / "wav.scp"), str(tmp_path / "out" / "text"))
+    text = hyps["utt1"]
+    assert text and text == text.upper() and "(" not in text and "<" not in text
+    line = (tmp_path / "out" / "text").read_text().strip()
+    assert line == f"utt1 {text}"
+
+
+def test_pocketsphinx_cli_writes_a_line_per_utterance(tmp_path):
+    pytest.importorskip("pocketsphinx")
+    from espnet_harmonifuse.benchmark import pocketsphinx_decode
+
+    sf.write(tmp_path / "silence.wav", np.zeros(8000, np.float32), 16000, subtype="PCM_16")
+    (tmp_path / "wav.scp").write_text(f"sil {tmp_path / 'silence.wav'}\n")
+    pocketsphinx_decode.main(["--wav_scp", str(tmp_path / "wav.scp"), "--out", str(tmp_path / "text")])
+    assert (tmp_path / "text").read_text().split()[0] == "sil"
