@@ -87,3 +87,21 @@ def test_packed_model_decodes_without_the_exp_dir(recipe_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     ser = [line for line in proc.stdout.splitlines() if line.startswith("SER=")][0][4:]
     assert ser in {"neutral", "happy", "angry", "sad"}
+
+
+def test_stage_times_of_another_model_do_not_leak_into_results(recipe_run):
+    """stage_times.tsv is shared by the models of an exp dir; RESULTS.md lists this model's."""
+    recipe, model_dir, _ = recipe_run
+    tsv = recipe / "exp" / "stage_times.tsv"
+    original = tsv.read_text()
+    try:
+        with open(tsv, "a") as f:
+            f.write("6\ttrain\t99999.0\tanother_model\n")
+        proc = subprocess.run(["./run.sh", "--stage", "8", "--stop_stage", "8", "--train_config",
+                               "conf/tuning/train_smoke.yaml", "--nbpe", "120"], cwd=recipe,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results = (model_dir / "RESULTS.md").read_text()
+        assert "99999.0" not in results and "| 6 | train |" in results
+    finally:
+        tsv.write_text(original)

@@ -178,7 +178,7 @@ def test_harmonifuse_stages_in_a_recipe(tmp_path):
     assert len((raw / "s_tr" / "wav.scp").read_text().splitlines()) == 2  # 0.05 s dropped
     assert (rec / "exp" / "logs" / "format_s_te.log").exists()
     times = (rec / "exp" / "stage_times.tsv").read_text().splitlines()
-    assert times[0] == "stage\tname\tseconds" and [t.split("\t")[0] for t in times[1:]] == ["1", "2", "3"]
+    assert times[0] == "stage\tname\tseconds\tmodel_tag" and [t.split("\t")[0] for t in times[1:]] == ["1", "2", "3"]
 
     (rec / "exp" / "m").mkdir(parents=True)
     (rec / "exp" / "m" / "valid.loss.best.pth").write_bytes(b"")

@@ -109,9 +109,9 @@ stage_begin() {  # stage_begin <number> <name>
     log "Stage $1: $2"
 }
 stage_end() {
-    [ -f "${stage_times}" ] || printf 'stage\tname\tseconds\n' > "${stage_times}"
-    printf '%s\t%s\t%s\n' "${_stage_num}" "${_stage_name}" \
-        "$(awk -v a="${_stage_t0}" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b - a}')" >> "${stage_times}"
+    [ -f "${stage_times}" ] || printf 'stage\tname\tseconds\tmodel_tag\n' > "${stage_times}"
+    printf '%s\t%s\t%s\t%s\n' "${_stage_num}" "${_stage_name}" \
+        "$(awk -v a="${_stage_t0}" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b - a}')" "${model_tag}" >> "${stage_times}"
     log "Stage ${_stage_num} (${_stage_name}) done"
 }
 run_logged() {  # run_logged <logfile> <command...>: run here, output to the terminal and the log
@@ -119,6 +119,16 @@ run_logged() {  # run_logged <logfile> <command...>: run here, output to the ter
     mkdir -p "$(dirname "${logf}")"
     log "$*  (log: ${logf})"
     "$@" 2>&1 | tee "${logf}"
+}
+
+write_results() {  # RESULTS.md from the scores and the stage wall times so far
+    local _md=${model_dir}/stage_times.md
+    { echo "## Stage wall times (${stage_times})"; echo; echo "| stage | name | seconds |"; echo "|---:|:---|---:|"
+      # stages 1-5 are shared by all models; 6-10 are this model's (the latest run of each stage)
+      tail -n +2 "${stage_times}" 2>/dev/null | awk -F'\t' -v tag="${model_tag}" '$1 < 6 || $4 == tag {n[$1]=$2; s[$1]=$3}
+          END {for (k in n) printf "| %s | %s | %s |\n", k, n[k], s[k]}' | sort -t'|' -k2,2n || true; } > "${_md}"
+    run_logged "${model_dir}/logs/make_results.log" ${python} -m espnet_harmonifuse.bin.make_results \
+        --exp_dir "${model_dir}" --out "${model_dir}/RESULTS.md" --extra_md "${_md}"
 }
 
 if need 1 1; then
@@ -238,12 +248,7 @@ if need 8 8; then
             fi
         done
     done
-    _md=${model_dir}/stage_times.md
-    { echo "## Stage wall times (${stage_times})"; echo; echo "| stage | name | seconds |"; echo "|---:|:---|---:|"
-      tail -n +2 "${stage_times}" 2>/dev/null | awk -F'\t' '{n[$1]=$2; s[$1]=$3}
-          END {for (k in n) printf "| %s | %s | %s |\n", k, n[k], s[k]}' | sort -t'|' -k2,2n || true; } > "${_md}"
-    run_logged "${model_dir}/logs/make_results.log" ${python} -m espnet_harmonifuse.bin.make_results \
-        --exp_dir "${model_dir}" --out "${model_dir}/RESULTS.md" --extra_md "${_md}"
+    write_results
     stage_end
 fi
 
@@ -261,4 +266,7 @@ if need 10 10; then
     stage_end
 fi
 
+if need 8 8 && [ "${stop_stage}" -gt 8 ]; then
+    write_results >/dev/null  # again, now with the wall times of the stages after scoring
+fi
 log "Successfully finished stages ${stage}-${stop_stage} in ${SECONDS} s"
