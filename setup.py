@@ -57,6 +57,6 @@ setup(
         "scipy",
         "espeakng-loader",
     ],
-    extras_require={"test": ["pytest>=7"], "bench": ["pocketsphinx>=5"]},
+    extras_require={"test": ["pytest>=7"], "bench": ["pocketsphinx>=5", "torcheval"]},
     cmdclass=cmdclass,
 )
