@@ -8,7 +8,8 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
-from espnet_harmonifuse.bin.common import load_train_args, read_kaldi_text
+from espnet_harmonifuse.bin.common import load_train_args
+from espnet_harmonifuse.data.kaldi_dir import read_pairs
 from espnet_harmonifuse.preprocessor import TaskPreprocessor
 from espnet_harmonifuse.task_spec import parse_tasks
 
@@ -37,8 +38,8 @@ def main(cmd=None):
     data = Path(args.data_dir)
     text_file = data / "text"
     pre = TaskPreprocessor(index, tasks[index], HarmoniFuseTask.build_tokenizer(train_args), str(text_file))
-    texts = dict(read_kaldi_text(str(text_file)))
-    wavs = dict(read_kaldi_text(str(data / "wav.scp")))
+    texts = dict(read_pairs(str(text_file)))
+    wavs = dict(read_pairs(str(data / "wav.scp")))
     if set(texts) != set(wavs):
         only = sorted(set(texts) ^ set(wavs))[:3]
         raise ValueError(

@@ -40,9 +40,9 @@ def valid_wav_scps(args) -> Dict[str, str]:
 def gate_values(hf, wav_scp: str, task: str, max_utts: int) -> np.ndarray:
     """Per-channel mean gate values of up to ``max_utts`` utterances: ``(n, D)``."""
     from espnet_harmonifuse.api import load_wav
-    from espnet_harmonifuse.bin.common import read_kaldi_text
+    from espnet_harmonifuse.data.kaldi_dir import read_pairs
 
-    paths = [p for _, p in read_kaldi_text(wav_scp)][:max_utts]
+    paths = [p for _, p in read_pairs(wav_scp)][:max_utts]
     rows = []
     index = hf.task_index(task)
     for path in paths:

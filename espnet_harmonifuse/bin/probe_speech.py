@@ -29,11 +29,11 @@ def get_parser() -> argparse.ArgumentParser:
 def probe(hf, task: str, data_dir: str, num_utts: int) -> Dict[str, Dict[str, float]]:
     """``{condition: {loss, acc}}`` for conditions real, shuffled and zero speech."""
     from espnet_harmonifuse.api import load_wav
-    from espnet_harmonifuse.bin.common import read_kaldi_text
+    from espnet_harmonifuse.data.kaldi_dir import read_pairs
 
     index = hf.task_index(task)
-    wavs = list(read_kaldi_text(f"{data_dir}/wav.scp"))[:num_utts]
-    texts = dict(read_kaldi_text(f"{data_dir}/text"))
+    wavs = list(read_pairs(f"{data_dir}/wav.scp"))[:num_utts]
+    texts = dict(read_pairs(f"{data_dir}/text"))
     waves = [torch.from_numpy(load_wav(path)) for _, path in wavs]
     ids = [torch.tensor(hf.tokenizer.encode(texts[uid])) for uid, _ in wavs]
     speech = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)

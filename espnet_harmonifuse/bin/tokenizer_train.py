@@ -5,7 +5,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from espnet_harmonifuse.bin.common import load_train_args, read_kaldi_text
+from espnet_harmonifuse.bin.common import load_train_args
+from espnet_harmonifuse.data.kaldi_dir import read_pairs
 from espnet_harmonifuse.task_spec import parse_tasks
 
 
@@ -32,7 +33,7 @@ def main(cmd=None):
     for path in args.text:
         if not Path(path).is_file():
             raise FileNotFoundError(f"text file '{path}' does not exist (run the data stages first)")
-        lines += [text for _, text in read_kaldi_text(path) if text]
+        lines += [text for _, text in read_pairs(path) if text]
     for spec in tasks:
         lines += spec.prompts + spec.labels
     corpus = out / "train_text.txt"
