@@ -28,6 +28,8 @@ class HarmoniFuseModel(AbsESPnetModel):
         prompt_sampling: ``random`` (a paraphrase per sample in training) or ``first``.
         ctc_weight: weight of an auxiliary CTC loss on the gated states for the
             text tasks in ``ctc_tasks`` (0: off, the paper's setting; beyond the paper).
+            1.0 trains with CTC alone and never runs the LM: the encoder pre-training
+            of a from-scratch backbone (every task must then be a CTC task).
         ctc_tasks: the tasks whose batches get the CTC loss.
     """
 
@@ -47,8 +49,15 @@ class HarmoniFuseModel(AbsESPnetModel):
         ctc_tasks: Sequence[str] = ("asr",),
     ):
         super().__init__()
-        if not 0.0 <= ctc_weight < 1.0:
-            raise ValueError(f"model_conf.ctc_weight must be in [0, 1), got {ctc_weight}")
+        if not 0.0 <= ctc_weight <= 1.0:
+            raise ValueError(f"model_conf.ctc_weight must be in [0, 1], got {ctc_weight}")
+        if ctc_weight == 1.0:
+            other = [t.name for t in tasks if t.name not in ctc_tasks or t.is_label]
+            if other:
+                raise ValueError(
+                    f"model_conf.ctc_weight 1.0 (CTC only, no LM) leaves task(s) {other} with no loss: "
+                    f"train them with ctc_weight < 1 or remove them from 'tasks' (ctc_tasks: {list(ctc_tasks)})"
+                )
         self.backbone = backbone
         self.fusion = fusion
         self.gate = gate
@@ -112,6 +121,8 @@ class HarmoniFuseModel(AbsESPnetModel):
         **kwargs,
     ) -> Tuple[torch.Tensor, Dict[str, Optional[torch.Tensor]], torch.Tensor]:
         task_id = task_id.view(-1).long()
+        if self.ctc_weight == 1.0:
+            return self._ctc_only(speech, speech_lengths, text, text_lengths, task_id)
         parts, extra = self.prefix_parts(speech, speech_lengths, task_id)
         targets = [text[i, : int(text_lengths[i])] for i in range(text.size(0))]
         eos = torch.tensor([self.eos_id], device=text.device, dtype=text.dtype)
@@ -128,6 +139,17 @@ class HarmoniFuseModel(AbsESPnetModel):
         if self.ctc_weight > 0:
             loss, stats = self._add_ctc(loss, stats, extra, text, text_lengths, task_id)
         return loss, stats, weight
+
+    def _ctc_only(self, speech, speech_lengths, text, text_lengths, task_id):
+        """``ctc_weight: 1.0``: CTC on the gated states, no prompt and no LM."""
+        prompt_vec = self.embed_prompts(self.choose_prompts(task_id))[1]
+        states, lengths = self.backbone(speech, speech_lengths)
+        fused, _ = self.fusion(states, lengths, prompt_vec)
+        selected, _ = self.gate(fused, lengths, prompt_vec)
+        zero = selected.new_zeros(())
+        extra = dict(selected=selected, selected_lengths=lengths)
+        loss, stats = self._add_ctc(zero, {"loss": zero}, extra, text, text_lengths, task_id)
+        return force_gatherable((loss, stats, task_id.size(0)), loss.device)
 
     def _add_ctc(self, loss, stats, extra, text, text_lengths, task_id):
         """Mix in CTC on the gated states for the samples of the CTC tasks."""

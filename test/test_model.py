@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import ASR_TEXTS, EMOTIONS, toy_wave
+from conftest import ASR_TEXTS, EMOTIONS, TINY_TASKS, toy_wave
 
 from espnet_harmonifuse.api import HarmoniFuse
 from espnet_harmonifuse.espnet_model import HarmoniFuseModel, pack
@@ -82,6 +82,45 @@ def test_auxiliary_ctc_loss_only_on_asr_batches(make_args):
     assert model.ctc_head.weight.grad.abs().sum() > 0
     _, stats, _ = model(**batch_for(args, [(toy_wave(1), "happy")], 1))
     assert torch.isnan(stats["loss_ctc"]).all()
+
+
+def test_frozen_conformer_stays_fixed_in_eval_mode(make_args):
+    """backbone_conf.freeze: no gradient, no dropout/SpecAugment/BatchNorm updates even in train()."""
+    conf = {"freeze": True, "dropout_rate": 0.3,
+            "specaug_conf": {"apply_time_warp": False, "apply_freq_mask": True, "freq_mask_width_range": [0, 10],
+                             "num_freq_mask": 2, "apply_time_mask": False}}
+    args = make_args(backbone_conf=conf)
+    model = HarmoniFuseTask.build_model(args).train()
+    assert not model.backbone.training and not model.backbone.encoder.training and model.fusion.training
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    batch = batch_for(args, [(toy_wave(0), "THE RED DOG"), (toy_wave(1, 0.4), "MY GREEN CAR")], 0)
+    a = model.backbone(batch["speech"], batch["speech_lengths"])[0][-1]
+    b = model.backbone(batch["speech"], batch["speech_lengths"])[0][-1]
+    assert torch.equal(a, b) and not a.requires_grad
+    loss, _, _ = model(**batch)
+    loss.backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert model.projector.mlp[0].weight.grad.abs().sum() > 0
+    after = model.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm running stats too
+
+
+def test_ctc_only_pretraining_never_runs_the_lm(make_args):
+    """ctc_weight 1.0 (encoder pre-training): the loss is the CTC loss and the LM gets no gradient."""
+    args = make_args(tasks=TINY_TASKS[:1], fusion="last_layer", gate="none", model_conf={"ctc_weight": 1.0})
+    model = HarmoniFuseTask.build_model(args)
+    loss, stats, weight = model(**batch_for(args, [(toy_wave(0), "THE RED DOG"), (toy_wave(1), "MY GREEN CAR")], 0))
+    assert int(weight) == 2 and loss.item() == pytest.approx(stats["loss_ctc"].item()) and loss.item() > 0
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert grads["backbone.encoder.encoders.0.feed_forward.w_1.weight"].abs().sum() > 0
+    assert grads["ctc_head.weight"].abs().sum() > 0
+    assert all(g is None for n, g in grads.items() if n.startswith(("decoder.", "projector.")))
+
+
+def test_ctc_only_rejects_label_tasks(make_args):
+    with pytest.raises(ValueError, match=r"ctc_weight 1.0 .* \['ser'\]"):
+        HarmoniFuseTask.build_model(make_args(model_conf={"ctc_weight": 1.0}))
 
 
 def test_prompt_adaptive_weights_start_equal_and_separate_by_task():
