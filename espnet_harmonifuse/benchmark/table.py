@@ -33,7 +33,7 @@ SIZE_TITLES = {"full": "full training data", "low": "low data"}
 
 
 def _system_info():
-    from espnet_harmonifuse.benchmark.run import SYSTEMS
+    from espnet_harmonifuse.benchmark.plan import SYSTEMS
 
     return SYSTEMS
 
