@@ -21,7 +21,7 @@ def recipe_run(tmp_path_factory):
     shutil.copytree(REPO / "egs2" / "mini_emo" / "harmonifuse1", recipe, symlinks=True,
                     ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads"))
     cmd = ["./run.sh", "--local_data_opts", "--size tiny", "--train_config", "conf/tuning/train_smoke.yaml",
-           "--nbpe", "120", "--inference_nj", "2", "--inference_batch_size", "4"]
+           "--pretrain_config", "conf/tuning/pretrain_smoke.yaml", "--nbpe", "120", "--inference_nj", "2", "--inference_batch_size", "4"]
     proc = subprocess.run(cmd, cwd=recipe, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return recipe, recipe / "exp" / "train_smoke", proc
@@ -45,6 +45,19 @@ def test_every_stage_ran_and_was_timed(recipe_run):
     rows = (recipe / "exp" / "stage_times.tsv").read_text().splitlines()[1:]
     assert sorted({int(r.split("\t")[0]) for r in rows}) == list(range(1, 11))
     assert "Stage wall times" in (model_dir / "RESULTS.md").read_text()
+
+
+def test_main_model_starts_from_the_pretrained_frozen_backbone(recipe_run):
+    """Stage 6 pre-trains the encoder with CTC, copies it in (--init_param) and keeps it frozen."""
+    import torch
+
+    recipe, model_dir, _ = recipe_run
+    pre = torch.load(recipe / "exp" / "pretrain_smoke" / "valid.loss.best.pth", map_location="cpu")
+    main = torch.load(model_dir / "valid.acc.ave.pth", map_location="cpu")
+    backbone = [k for k in pre if k.startswith("backbone.")]
+    assert len(backbone) > 20 and "ctc_head.weight" in pre and not any(k.startswith("ctc_head") for k in main)
+    # every weight and BatchNorm statistic of the encoder is the pre-trained one
+    assert all(torch.equal(pre[k], main[k]) for k in backbone)
 
 
 def test_plots_exist(recipe_run):

@@ -41,6 +41,12 @@ nbpe=500                 # Sentencepiece vocabulary size.
 token_dir=               # Tokenizer dir (default: data/token_list/bpe${nbpe}).
 # Training
 train_config=            # Training config (yaml).
+pretrain_config=         # Optional encoder pre-training config (yaml), trained first in stage 6.
+pretrain_tasks=asr       # Tasks the pre-training config declares (their train/valid sets are used).
+pretrain_tag=            # Pre-training experiment name (default: the pre-training config's file name).
+pretrain_model=valid.loss.best.pth # Pre-trained model file that initialises the main model.
+pretrain_init=backbone   # Modules copied from it into the main model (space separated src[:dst]).
+pretrain_only=false      # Stage 6 stops after the pre-training (e.g. to share it between models).
 train_args=              # Extra arguments for harmonifuse_train.
 model_tag=               # Experiment name (default: the train config's file name).
 # Decoding
@@ -124,9 +130,11 @@ run_logged() {  # run_logged <logfile> <command...>: run here, output to the ter
 write_results() {  # RESULTS.md from the scores and the stage wall times so far
     local _md=${model_dir}/stage_times.md
     { echo "## Stage wall times (${stage_times})"; echo; echo "| stage | name | seconds |"; echo "|---:|:---|---:|"
-      # stages 1-5 are shared by all models; 6-10 are this model's (the latest run of each stage)
-      tail -n +2 "${stage_times}" 2>/dev/null | awk -F'\t' -v tag="${model_tag}" '$1 < 6 || $4 == tag {n[$1]=$2; s[$1]=$3}
-          END {for (k in n) printf "| %s | %s | %s |\n", k, n[k], s[k]}' | sort -t'|' -k2,2n || true; } > "${_md}"
+      # stages 1-5 are shared by all models; 6-10 are this model's (the latest run of each stage;
+      # stage 6 may have two rows: pretrain and train)
+      tail -n +2 "${stage_times}" 2>/dev/null | awk -F'\t' -v tag="${model_tag}" '$1 < 6 || $4 == tag {s[$1 "\t" $2]=$3}
+          END {for (k in s) {split(k, a, "\t"); printf "| %s | %s | %s |\n", a[1], a[2], s[k]}}' \
+          | sort -t'|' -k2,2n -k3,3 || true; } > "${_md}"
     run_logged "${model_dir}/logs/make_results.log" ${python} -m espnet_harmonifuse.bin.make_results \
         --exp_dir "${model_dir}" --out "${model_dir}/RESULTS.md" --extra_md "${_md}"
 }
@@ -187,23 +195,54 @@ if need 5 5; then
     stage_end
 fi
 
-if need 6 6; then
-    stage_begin 6 train
-    _opts=()
-    for t in "${tasks[@]}"; do
+task_data_opts() {  # task_data_opts <task>...: the --{train,valid}_task_{data,shape_file} options
+    local t kind _d
+    for t in "$@"; do
         for kind in train valid; do
             _d=${dumpdir}/raw/$(sets_of "${t}" "${kind}")
-            _opts+=(--${kind}_task_data "${t}:${_d}/wav.scp,speech,sound" --${kind}_task_data "${t}:${_d}/text,text,text"
-                    --${kind}_task_shape_file "${t}:${expdir}/stats/$(sets_of "${t}" "${kind}")/speech_shape")
+            echo --${kind}_task_data "${t}:${_d}/wav.scp,speech,sound" --${kind}_task_data "${t}:${_d}/text,text,text" \
+                --${kind}_task_shape_file "${t}:${expdir}/stats/$(sets_of "${t}" "${kind}")/speech_shape"
         done
     done
-    mkdir -p "${model_dir}"
-    [ -f "${model_dir}/train.log" ] && mv "${model_dir}/train.log" "${model_dir}/train.$(date +%Y%m%d%H%M%S).log"
-    log "training ${model_dir} (log: ${model_dir}/train.log)"
-    ${cuda_cmd} --gpu "${ngpu}" "${model_dir}/train.log" ${python} -m espnet2.bin.harmonifuse_train \
-        --config "${train_config}" --output_dir "${model_dir}" --ngpu "${ngpu}" "${bpe_opts[@]}" \
-        "${_opts[@]}" --resume true ${train_args}
-    stage_end
+}
+train_model() {  # train_model <config> <output dir> <extra options>...
+    local _conf=$1 _dir=$2; shift 2
+    mkdir -p "${_dir}"
+    [ -f "${_dir}/train.log" ] && mv "${_dir}/train.log" "${_dir}/train.$(date +%Y%m%d%H%M%S).log"
+    log "training ${_dir} (log: ${_dir}/train.log)"
+    ${cuda_cmd} --gpu "${ngpu}" "${_dir}/train.log" ${python} -m espnet2.bin.harmonifuse_train \
+        --config "${_conf}" --output_dir "${_dir}" --ngpu "${ngpu}" "${bpe_opts[@]}" --resume true "$@"
+}
+
+if need 6 6; then
+    _init=()
+    if [ -n "${pretrain_config}" ]; then
+        _pdir=${expdir}/${pretrain_tag:-$(basename "${pretrain_config%.*}")}
+        if [ -f "${_pdir}/done" ]; then
+            log "pre-trained encoder: ${_pdir}/${pretrain_model} (finished earlier; remove ${_pdir}/done to train it again)"
+        else
+            stage_begin 6 pretrain
+            # shellcheck disable=SC2046  # task_data_opts prints whitespace-free words
+            train_model "${pretrain_config}" "${_pdir}" $(task_data_opts ${pretrain_tasks}) ${train_args}
+            date > "${_pdir}/done"
+            stage_end
+        fi
+        if [ ! -f "${_pdir}/${pretrain_model}" ]; then
+            log "Error: ${_pdir}/${pretrain_model} not found: set --pretrain_model to one of $(cd "${_pdir}" && ls -- *.pth | tr '\n' ' ')"
+            exit 1
+        fi
+        for m in ${pretrain_init}; do
+            _init+=(--init_param "${_pdir}/${pretrain_model}:${m%%:*}:${m#*:}")
+        done
+    fi
+    if [ "${pretrain_only}" = true ]; then
+        log "--pretrain_only true: stage 6 stops after the pre-training"
+    else
+        stage_begin 6 train
+        # shellcheck disable=SC2046
+        train_model "${train_config}" "${model_dir}" $(task_data_opts "${tasks[@]}") "${_init[@]}" ${train_args}
+        stage_end
+    fi
 fi
 
 if need 7 7; then
