@@ -101,14 +101,25 @@ class HarmoniFuseModel(AbsESPnetModel):
         prompt_index: Optional[int] = None,
     ) -> Tuple[List[List[torch.Tensor]], Dict[str, torch.Tensor]]:
         """Per sample, the ``[prompt ; speech]`` embeddings, plus layer weights and gate stats."""
+        prompt_embs, extra = self.select(speech, speech_lengths, task_id, prompt_index)
+        embeds, emb_lengths = self.projector(extra["selected"], extra["selected_lengths"])
+        embeds = embeds.to(prompt_embs[0].dtype)
+        parts = [[p, embeds[i, : int(emb_lengths[i])]] for i, p in enumerate(prompt_embs)]
+        return parts, extra
+
+    def select(
+        self,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        task_id: torch.Tensor,
+        prompt_index: Optional[int] = None,
+    ) -> Tuple[List[torch.Tensor], Dict[str, torch.Tensor]]:
+        """Backbone, fusion and gate: the prompt embeddings and the gated states with their stats."""
         prompt_embs, prompt_vec = self.embed_prompts(self.choose_prompts(task_id, prompt_index))
         states, lengths = self.backbone(speech, speech_lengths)
         fused, layer_weights = self.fusion(states, lengths, prompt_vec)
         selected, gate_stats = self.gate(fused, lengths, prompt_vec)
-        embeds, emb_lengths = self.projector(selected, lengths)
-        embeds = embeds.to(prompt_embs[0].dtype)
-        parts = [[p, embeds[i, : int(emb_lengths[i])]] for i, p in enumerate(prompt_embs)]
-        return parts, dict(layer_weights=layer_weights, selected=selected, selected_lengths=lengths, **gate_stats)
+        return prompt_embs, dict(layer_weights=layer_weights, selected=selected, selected_lengths=lengths, **gate_stats)
 
     # ------------------------------------------------------------------ training
     def forward(
@@ -141,13 +152,9 @@ class HarmoniFuseModel(AbsESPnetModel):
         return loss, stats, weight
 
     def _ctc_only(self, speech, speech_lengths, text, text_lengths, task_id):
-        """``ctc_weight: 1.0``: CTC on the gated states, no prompt and no LM."""
-        prompt_vec = self.embed_prompts(self.choose_prompts(task_id))[1]
-        states, lengths = self.backbone(speech, speech_lengths)
-        fused, _ = self.fusion(states, lengths, prompt_vec)
-        selected, _ = self.gate(fused, lengths, prompt_vec)
-        zero = selected.new_zeros(())
-        extra = dict(selected=selected, selected_lengths=lengths)
+        """``ctc_weight: 1.0``: CTC on the gated states; the projector and the LM never run."""
+        _, extra = self.select(speech, speech_lengths, task_id)
+        zero = extra["selected"].new_zeros(())
         loss, stats = self._add_ctc(zero, {"loss": zero}, extra, text, text_lengths, task_id)
         return force_gatherable((loss, stats, task_id.size(0)), loss.device)
 
