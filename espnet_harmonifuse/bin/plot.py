@@ -47,7 +47,7 @@ def gate_values(hf, wav_scp: str, task: str, max_utts: int) -> np.ndarray:
     index = hf.task_index(task)
     for path in paths:
         wav = torch.from_numpy(load_wav(path))
-        _, extra = hf.model.prefix_parts(wav[None], torch.tensor([wav.numel()]), torch.tensor([index]), 0)
+        _, extra = hf.model.select(wav[None], torch.tensor([wav.numel()]), torch.tensor([index]), 0)
         if "gate_channel_mean" in extra:
             rows.append(extra["gate_channel_mean"][0].cpu().numpy())
     return np.stack(rows) if rows else np.zeros((0, 0))
