@@ -66,6 +66,12 @@ def prepare_base_data(ctx: Context) -> None:
         raise RuntimeError(f"data preparation failed (log: {ctx.bench_dir / 'prep' / 'prep.log'})")
 
 
+def size_dir_options(ctx: Context, size: str) -> List[str]:
+    """harmonifuse.sh's options that put a size's data, tokenizer, stats and runs under its dir."""
+    sdir = ctx.size_dir(size)
+    return ["--expdir", str(sdir), "--dumpdir", str(sdir / "dump"), "--token_dir", str(sdir / "token_list")]
+
+
 def set_options(ctx: Context, size: str, tasks: Sequence[str]) -> List[str]:
     """harmonifuse.sh's data-set options; a task not in ``tasks`` gets an empty train set (skipped)."""
     out = []
@@ -91,7 +97,8 @@ def size_fingerprint(ctx: Context, size: str) -> Dict[str, object]:
 
 
 def prepare_size(ctx: Context, size: str) -> None:
-    """Data dirs, tokenizer (stage 4) and shape files (stage 5) of one size; once per size."""
+    """Data dirs, tokenizer (stage 4), shape files (stage 5) and pre-trained encoder (stage 6) of one
+    size; once per size."""
     sdir = ctx.size_dir(size)
     stamp = sdir / "prepared.json"
     fp = size_fingerprint(ctx, size)
@@ -115,23 +122,18 @@ def prepare_size(ctx: Context, size: str) -> None:
             dst = raw / ctx.train_set(t, size)
             ids = make_subset_dir(src, dst, ctx.low_fraction, SUBSET_STRATA[t], ctx.subset_seed)
             logger.info("%s: %d utterances of %s (stratified by %s)", dst, len(ids), src, SUBSET_STRATA[t])
-    cmd = ["./run.sh", "--stage", "4", "--stop_stage", "5", "--expdir", str(sdir), "--dumpdir", str(sdir / "dump"),
-           "--token_dir", str(sdir / "token_list"), "--train_config", ctx.tokenizer_config,
-           *set_options(ctx, size, ("asr", "ser")), *shlex.split(ctx.recipe_args)]
+    common = [*size_dir_options(ctx, size), "--train_config", ctx.tokenizer_config,
+              *set_options(ctx, size, ("asr", "ser")), *shlex.split(ctx.recipe_args)]
     log = sdir / "logs" / "prepare.log"
-    logger.info("preparing size %s: tokenizer and shape files (log: %s)", size, log)
-    rc, sec = run_logged(cmd, log)
-    if rc != 0:
-        raise RuntimeError(f"preparing size {size} failed (log: {log})")
-    # The encoder pre-training of run.sh's --pretrain_config (stage 6), once per size: every
-    # HarmoniFuse system and seed of this size starts from it, as they would from one WavLM.
-    cmd = ["./run.sh", "--stage", "6", "--stop_stage", "6", "--pretrain_only", "true", "--expdir", str(sdir),
-           "--dumpdir", str(sdir / "dump"), "--token_dir", str(sdir / "token_list"),
-           "--train_config", ctx.tokenizer_config, "--train_args", shlex.join(ctx.extra_train_args()),
-           *set_options(ctx, size, ("asr", "ser")), *shlex.split(ctx.recipe_args)]
-    logger.info("preparing size %s: encoder pre-training (log: %s)", size, log)
-    rc, sec_pre = run_logged(cmd, log)
-    if rc != 0:
-        raise RuntimeError(f"encoder pre-training of size {size} failed (log: {log})")
-    sec += sec_pre
+    sec = 0.0
+    # Stage 6 with --pretrain_only: the encoder pre-training of run.sh's --pretrain_config, once per
+    # size; every HarmoniFuse system and seed of this size starts from it, as from one WavLM.
+    steps = (("tokenizer and shape files", 4, 5, []),
+             ("encoder pre-training", 6, 6, ["--pretrain_only", "true", "--train_args", shlex.join(ctx.extra_train_args())]))
+    for what, first, last, extra in steps:
+        logger.info("preparing size %s: %s (log: %s)", size, what, log)
+        rc, seconds = run_logged(["./run.sh", "--stage", str(first), "--stop_stage", str(last), *extra, *common], log)
+        if rc != 0:
+            raise RuntimeError(f"preparing size {size} failed at the {what} (log: {log})")
+        sec += seconds
     stamp.write_text(json.dumps({"fingerprint": fp, "seconds": round(sec, 1)}, indent=2) + "\n")

@@ -25,7 +25,7 @@ from espnet_harmonifuse.benchmark.plan import (
     is_done,
     read_record,
 )
-from espnet_harmonifuse.benchmark.prepare import run_logged, set_options
+from espnet_harmonifuse.benchmark.prepare import run_logged, set_options, size_dir_options
 
 logger = logging.getLogger("benchmark")
 
@@ -53,9 +53,8 @@ def phase_seconds(run_dir_: Path) -> Dict[str, float]:
 
 def run_harmonifuse(run: Run, ctx: Context) -> None:
     s = SYSTEMS[run.system]
-    sdir = ctx.size_dir(run.size)
     train_args = shlex.join(["--seed", str(run.seed), *ctx.extra_train_args()])
-    common = ["--expdir", str(sdir), "--dumpdir", str(sdir / "dump"), "--token_dir", str(sdir / "token_list"),
+    common = [*size_dir_options(ctx, run.size),
               "--train_config", s.config, "--model_tag", f"{run.system}/seed{run.seed}",
               "--inference_tag", DECODE_TAG, "--inference_model", ctx.inference_model,
               "--inference_nj", str(ctx.inference_nj), "--train_args", train_args,
