@@ -42,7 +42,7 @@ token_dir=               # Tokenizer dir (default: data/token_list/bpe${nbpe}).
 # Training
 train_config=            # Training config (yaml).
 pretrain_config=         # Optional encoder pre-training config (yaml), trained first in stage 6.
-pretrain_tasks=asr       # Tasks the pre-training config declares (their train/valid sets are used).
+pretrain_tasks=asr       # Tasks the pre-training config declares (space or comma list; their train/valid sets are used).
 pretrain_tag=            # Pre-training experiment name (default: the pre-training config's file name).
 pretrain_model=valid.loss.best.pth # Pre-trained model file that initialises the main model.
 pretrain_init=backbone   # Modules copied from it into the main model (space separated src[:dst]).
@@ -223,7 +223,7 @@ if need 6 6; then
         else
             stage_begin 6 pretrain
             # shellcheck disable=SC2046  # task_data_opts prints whitespace-free words
-            train_model "${pretrain_config}" "${_pdir}" $(task_data_opts ${pretrain_tasks}) ${train_args}
+            train_model "${pretrain_config}" "${_pdir}" $(task_data_opts ${pretrain_tasks//,/ }) ${train_args}
             date > "${_pdir}/done"
             stage_end
         fi
