@@ -93,6 +93,8 @@ def size_fingerprint(ctx: Context, size: str) -> Dict[str, object]:
         "data": sha(files), "tokenizer_tasks": hashlib.sha1(json.dumps(tasks, sort_keys=True).encode()).hexdigest()[:16],
         "fraction": 1.0 if size == "full" else ctx.low_fraction, "subset_seed": ctx.subset_seed,
         "recipe_args": ctx.recipe_args, "encoder_pretraining": "run.sh --pretrain_config, stage 6",
+        # run.sh's options and the pre-training configs decide the shared pre-trained encoder
+        "recipe_files": sha([Path("run.sh"), *sorted(Path("conf").glob("pretrain*.yaml"))]),
     }
 
 
