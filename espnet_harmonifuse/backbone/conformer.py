@@ -9,13 +9,15 @@ from espnet2.asr.specaug.specaug import SpecAug
 from espnet2.layers.utterance_mvn import UtteranceMVN
 
 from espnet_harmonifuse.backbone.abs_backbone import AbsBackbone
+from espnet_harmonifuse.backbone.pitch import PitchFeatures
 
 
 class ConformerBackbone(AbsBackbone):
     """ESPnet's fbank frontend + utterance MVN + SpecAugment + ESPnet's ConformerEncoder.
 
     The states are the outputs of every Conformer block (the last one after the
-    final layer norm), so ``num_layers == num_blocks``.
+    final layer norm), so ``num_layers == num_blocks``; with ``embedding_state`` the output of
+    the subsampling layer comes first (``num_blocks + 1`` states, as ``hf_ssl`` gives L+1).
 
     Args:
         fs, n_fft, win_length, hop_length, n_mels: filterbank settings.
@@ -25,6 +27,11 @@ class ConformerBackbone(AbsBackbone):
             per mel bin, ESPnet's UtteranceMVN: removes average pitch and
             loudness), ``frame`` (each frame over its mel bins: removes loudness,
             keeps the spectral shape and so pitch), or ``none``.
+        pitch: append two pitch features per frame to the normalised filterbank (log-F0 in
+            octaves re 150 Hz, 0 when unvoiced; autocorrelation peak), as Kaldi's fbank+pitch.
+            Forty mel bins hardly resolve a voice's harmonics, and SER needs its pitch.
+        pitch_conf: PitchFeatures keyword arguments (f0_min, f0_max, voicing_threshold).
+        embedding_state: also return the subsampling layer's output (the state before block 1).
         specaug_conf: SpecAug keyword arguments, or None for no SpecAugment.
         encoder_conf: any other ConformerEncoder keyword arguments.
         freeze: keep the weights fixed, in eval mode (no dropout, BatchNorm statistics kept,
@@ -46,6 +53,9 @@ class ConformerBackbone(AbsBackbone):
         dropout_rate: float = 0.1,
         input_layer: str = "conv2d",
         normalize: str = "utterance",
+        pitch: bool = False,
+        pitch_conf: Optional[dict] = None,
+        embedding_state: bool = False,
         specaug_conf: Optional[dict] = None,
         encoder_conf: Optional[dict] = None,
         freeze: bool = False,
@@ -58,9 +68,12 @@ class ConformerBackbone(AbsBackbone):
             raise ValueError(f"backbone_conf.normalize must be utterance, frame or none, not '{normalize}'")
         self.normalize_kind = normalize
         self.normalize = UtteranceMVN() if normalize == "utterance" else None
+        self.pitch = (
+            PitchFeatures(fs=fs, win_length=win_length, hop_length=hop_length, **(pitch_conf or {})) if pitch else None
+        )
         self.specaug = SpecAug(**specaug_conf) if specaug_conf else None
         self.encoder = ConformerEncoder(
-            input_size=n_mels,
+            input_size=n_mels + (2 if pitch else 0),
             output_size=output_size,
             attention_heads=attention_heads,
             linear_units=linear_units,
@@ -69,7 +82,8 @@ class ConformerBackbone(AbsBackbone):
             input_layer=input_layer,
             **(encoder_conf or {}),
         )
-        self._num_layers = num_blocks
+        self._num_layers = num_blocks + int(embedding_state)
+        self.embedding_state = embedding_state
         self.freeze = freeze
         if freeze:
             self.requires_grad_(False)
@@ -99,11 +113,30 @@ class ConformerBackbone(AbsBackbone):
             feats, feat_lengths = self.normalize(feats, feat_lengths)
         elif self.normalize_kind == "frame":
             feats = torch.nn.functional.layer_norm(feats, feats.shape[-1:])
+        if self.pitch is not None:
+            pitch, _ = self.pitch(speech, speech_lengths)
+            pitch = torch.nn.functional.pad(pitch, (0, 0, 0, max(0, feats.size(1) - pitch.size(1))))
+            feats = torch.cat([feats, pitch[:, : feats.size(1)].to(feats.dtype)], dim=-1)
         # SpecAugment after normalisation, so a masked region holds the mean (0). Masking
         # raw log-mels with 0 (far above their typical -10..0) and normalising afterwards
         # turns every masked frame into a loud artefact; on mini_emo that kept a CTC
         # model at 60 % CER where the same model without SpecAugment reached 10 %.
         if self.specaug is not None and self.training:
             feats, feat_lengths = self.specaug(feats, feat_lengths)
-        (last, hidden), lengths, _ = self.encoder(feats, feat_lengths, return_all_hs=True)
-        return list(hidden[:-1]) + [last], lengths
+        embedded = []
+        hook = None
+        if self.embedding_state:  # subsampling returns (x, mask); with rel-pos, x is (x, pos_emb)
+            hook = self.encoder.embed.register_forward_hook(lambda _m, _i, out: embedded.append(_first(out)))
+        try:
+            (last, hidden), lengths, _ = self.encoder(feats, feat_lengths, return_all_hs=True)
+        finally:
+            if hook is not None:
+                hook.remove()
+        return embedded + list(hidden[:-1]) + [last], lengths
+
+
+def _first(x):
+    """The state inside ESPnet's nested (state, pos_emb / mask) tuples."""
+    while isinstance(x, tuple):
+        x = x[0]
+    return x
