@@ -254,3 +254,37 @@ def test_speech_probe_shows_the_overfit_model_uses_the_audio(overfit_model, tmp_
     assert result["real"]["acc"] > 0.9
     assert result["zero"]["loss"] > result["real"]["loss"] + 1.0
     assert result["shuffled"]["loss"] > result["real"]["loss"] + 1.0
+
+
+def test_single_layer_fusion_takes_the_configured_layer():
+    from espnet_harmonifuse.fusion.last_layer import LastLayerFusion
+
+    states = [torch.full((1, 4, 8), float(i)) for i in range(3)]
+    prompt = torch.zeros(1, 16)
+    for layer, expect in [(-1, 2), (0, 0), (1, 1)]:
+        fused, weights = LastLayerFusion(3, 8, 16, layer=layer)(states, torch.tensor([4]), prompt)
+        assert torch.equal(fused, states[expect]) and weights[0].argmax().item() == expect
+    with pytest.raises(ValueError, match="fusion_conf.layer 3"):
+        LastLayerFusion(3, 8, 16, layer=3)
+
+
+def test_summary_token_is_the_pooled_utterance_before_the_speech_positions():
+    """projector_conf.summary_token: position 0 depends on the valid frames only (padding does not
+    change it), the speech positions are unchanged, and the length grows by one."""
+    from espnet_harmonifuse.projector.stack_mlp import StackMLPProjector
+    from espnet_harmonifuse.projector.summary import masked_mean_std
+
+    torch.manual_seed(0)
+    proj = StackMLPProjector(8, 16, downsample_rate=2, hidden_size=32, summary_token=True)
+    x = torch.randn(1, 6, 8)
+    padded = torch.cat([x, torch.randn(1, 3, 8)], dim=1)
+    y, n = proj(x, torch.tensor([6]))
+    y_pad, n_pad = proj(padded, torch.tensor([6]))
+    assert n.tolist() == n_pad.tolist() == [4] and y.shape == (1, 4, 16)
+    assert torch.allclose(y[0, :4], y_pad[0, :4], atol=1e-6)
+    assert torch.allclose(y[0, 0], proj.summary.mlp(masked_mean_std(x, torch.tensor([6])))[0], atol=1e-6)
+    proj.summary = None
+    assert torch.allclose(proj(x, torch.tensor([6]))[0], y[:, 1:], atol=1e-6)
+    stats = masked_mean_std(padded, torch.tensor([6]))
+    assert torch.allclose(stats[0, :8], x[0].mean(0), atol=1e-6)
+    assert torch.allclose(stats[0, 8:], x[0].std(0, unbiased=False), atol=1e-5)

@@ -5,6 +5,7 @@ from typing import Tuple
 import torch
 
 from espnet_harmonifuse.projector.abs_projector import AbsProjector
+from espnet_harmonifuse.projector.summary import SummaryToken
 
 
 class StackMLPProjector(AbsProjector):
@@ -15,10 +16,20 @@ class StackMLPProjector(AbsProjector):
         output_size: LLM hidden size (filled in by the task from the decoder).
         downsample_rate: number of frames stacked into one LLM position.
         hidden_size: MLP hidden size.
+        summary_token: put an utterance summary (pooled mean and std of the states through its
+            own MLP, see ``summary.py``) before the speech positions. Beyond the paper.
     """
 
-    def __init__(self, input_size: int, output_size: int, downsample_rate: int = 5, hidden_size: int = 2048):
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int,
+        downsample_rate: int = 5,
+        hidden_size: int = 2048,
+        summary_token: bool = False,
+    ):
         super().__init__()
+        self.summary = SummaryToken(input_size, output_size, hidden_size) if summary_token else None
         self.k = downsample_rate
         self.mlp = torch.nn.Sequential(
             torch.nn.Linear(input_size * downsample_rate, hidden_size),
@@ -31,5 +42,8 @@ class StackMLPProjector(AbsProjector):
         pad = (-t) % self.k
         if pad:
             x = torch.nn.functional.pad(x, (0, 0, 0, pad))
-        x = x.reshape(b, (t + pad) // self.k, d * self.k)
-        return self.mlp(x), torch.div(lengths + self.k - 1, self.k, rounding_mode="floor")
+        y = self.mlp(x.reshape(b, (t + pad) // self.k, d * self.k))
+        y_lengths = torch.div(lengths + self.k - 1, self.k, rounding_mode="floor")
+        if self.summary is not None:
+            return self.summary.prepend(y, y_lengths, x[:, :t], lengths)
+        return y, y_lengths
