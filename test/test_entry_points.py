@@ -90,7 +90,7 @@ def test_print_config_shows_every_component_with_defaults(monkeypatch):
     }
     assert conf["fusion"] == "static" and conf["fusion_conf"] == {"temperature": 1.0, "layer_norm": False}
     assert conf["gate"] is None and conf["gate_conf"] == {}
-    assert conf["projector"] == "stack_mlp" and conf["projector_conf"] == {"downsample_rate": 5, "hidden_size": 2048}
+    assert conf["projector"] == "stack_mlp" and conf["projector_conf"] == {"downsample_rate": 5, "hidden_size": 2048, "summary_token": False}
     assert conf["decoder"] == "hf_causal_lm"
     dec = conf["decoder_conf"]
     assert dec["lora_conf"] is None and dec["freeze"] is True and dec["dtype"] == "float32"
