@@ -28,7 +28,7 @@ class ConformerBackbone(AbsBackbone):
             loudness), ``frame`` (each frame over its mel bins: removes loudness,
             keeps the spectral shape and so pitch), or ``none``.
         pitch: append two pitch features per frame to the normalised filterbank (log-F0 in
-            octaves re 150 Hz, 0 when unvoiced; autocorrelation peak), as Kaldi's fbank+pitch.
+            octaves re 150 Hz, 0 when unvoiced; the NCCF peak as voicing), as Kaldi's fbank+pitch.
             Forty mel bins hardly resolve a voice's harmonics, and SER needs its pitch.
         pitch_conf: PitchFeatures keyword arguments (f0_min, f0_max, voicing_threshold).
         embedding_state: also return the subsampling layer's output (the state before block 1).

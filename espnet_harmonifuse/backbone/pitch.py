@@ -21,7 +21,7 @@ class PitchFeatures(torch.nn.Module):
         win_length: analysis window (samples).
         hop_length: frame shift (samples); equal to the filterbank's.
         f0_min, f0_max: search range (Hz).
-        voicing_threshold: frames whose autocorrelation peak is below it count as unvoiced.
+        voicing_threshold: frames whose NCCF peak is below it count as unvoiced.
     """
 
     def __init__(
