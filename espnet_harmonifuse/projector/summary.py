@@ -12,10 +12,12 @@ from typing import Tuple
 
 import torch
 
+from espnet_harmonifuse.utils.masking import lengths_to_mask
+
 
 def masked_mean_std(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """``(B, T, D)`` -> ``(B, 2D)``: mean and standard deviation over the first ``lengths`` frames."""
-    mask = (torch.arange(x.size(1), device=x.device)[None] < lengths[:, None]).unsqueeze(-1).to(x.dtype)
+    mask = lengths_to_mask(lengths, x.size(1)).unsqueeze(-1).to(x.dtype)
     n = mask.sum(1).clamp(min=1.0)
     mean = (x * mask).sum(1) / n
     var = (((x - mean[:, None]) ** 2) * mask).sum(1) / n
