@@ -189,9 +189,13 @@ def _make_tuning_module():
     return mod
 
 
-INTENDED = {  # variant -> {top-level key: expected value or a checker}
-    "train_asr_only": {"tasks": ["asr"]},
-    "train_ser_only": {"tasks": ["ser"]},
+def _half_of_base(new_value, base_value):  # single-task: the same number of updates per task
+    return base_value is None and new_value is None or new_value == round(base_value / 2)
+
+
+INTENDED = {  # variant -> {top-level key: expected value or a checker (new value, base value) -> bool}
+    "train_asr_only": {"tasks": ["asr"], "num_iters_per_epoch": _half_of_base},
+    "train_ser_only": {"tasks": ["ser"], "num_iters_per_epoch": _half_of_base},
     "train_naive_multitask": {"fusion": "static", "gate": "none", "fusion_conf": None, "gate_conf": None},
     "train_no_gate": {"gate": "none", "gate_conf": None},
     "train_static_fusion": {"fusion": "static", "fusion_conf": None},
@@ -214,6 +218,8 @@ def test_tuning_configs_differ_only_in_the_intended_keys(variant, tmp_path):
         if key == "tasks":
             assert [t["name"] for t in new["tasks"]] == want
             assert all(t in base["tasks"] for t in new["tasks"])  # prompts and labels untouched
+        elif callable(want):
+            assert want(new.get(key), base.get(key)), (key, new.get(key), base.get(key))
         elif want is not None:
             assert new[key] == want
     if "fusion_conf" in INTENDED[variant]:  # only the prompt MLP's option is dropped
@@ -236,14 +242,16 @@ def test_tuning_configs_from_flow_style_base_with_comments(tmp_path):
         "# a header\ntasks:\n  - {name: asr, target: text, prompts: [transcribe]}\n"
         "  - name: ser   # the emotions\n    target: label\n    labels: [a, b]\n    prompts:\n      - which\n"
         "\n# the fusion\nfusion: prompt_adaptive  # default\nfusion_conf: {hidden_size: 8, layer_norm: true}\n"
-        "gate: task_gate\ngate_conf:\n  # gate settings\n  init_bias: 1.0\nmax_epoch: 3\n")
+        "gate: task_gate\ngate_conf:\n  # gate settings\n  init_bias: 1.0\nmax_epoch: 3\nnum_iters_per_epoch: 10\n")
     mod = _make_tuning_module()
     mod.write_all(base, tmp_path / "out")
     naive = yaml.safe_load((tmp_path / "out" / "train_naive_multitask.yaml").read_text())
     assert naive["fusion"] == "static" and naive["fusion_conf"] == {"layer_norm": True}
     assert naive["gate"] == "none" and "gate_conf" not in naive and naive["max_epoch"] == 3
+    assert naive["num_iters_per_epoch"] == 10  # multi-task variants keep the epoch length
     asr = yaml.safe_load((tmp_path / "out" / "train_asr_only.yaml").read_text())
     assert [t["name"] for t in asr["tasks"]] == ["asr"] and asr["gate_conf"] == {"init_bias": 1.0}
+    assert asr["num_iters_per_epoch"] == 5  # one task of two: half the batches, the same per task
     ser = (tmp_path / "out" / "train_ser_only.yaml").read_text()
     assert "# the emotions" in ser and "# a header" in ser
 

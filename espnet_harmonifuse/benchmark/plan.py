@@ -94,7 +94,8 @@ class Context:
         return base if size == "full" else f"{base}_p{round(100 * self.low_fraction)}"
 
     def extra_train_args(self) -> List[str]:
-        return ["--max_epoch", "1"] if self.smoke else []
+        # smoke: one epoch of 4 batches, also where a config fixes a longer epoch (num_iters_per_epoch)
+        return ["--max_epoch", "1", "--num_iters_per_epoch", "4"] if self.smoke else []
 
 
 # ----------------------------------------------------------------------------------------- plan

@@ -97,7 +97,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", default="", help=f"comma list of systems to run (default all): {', '.join(SYSTEMS)}")
     p.add_argument("--bench_dir", default=None, help="output dir, relative to the recipe (default: bench; bench/smoke with --smoke)")
     p.add_argument("--smoke", action="store_true",
-                   help="smoke test: 1 epoch everywhere; missing data is generated with --local_data_opts '--size tiny'")
+                   help="smoke test: 1 epoch of 4 batches everywhere; missing data is generated with --local_data_opts '--size tiny'")
     p.add_argument("--local_data_opts", default=None, help="local/data.sh options if the data must be generated")
     p.add_argument("--low_fraction", type=float, default=0.25, help="training-data fraction of the low size")
     p.add_argument("--subset_seed", type=int, default=0, help="seed of the low-data subset (fixed for all runs)")

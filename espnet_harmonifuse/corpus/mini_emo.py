@@ -59,7 +59,7 @@ VOICES: Dict[str, Tuple[str, ...]] = {
 
 DEFAULT_SIZES: Dict[str, int] = {
     "asr_train": 1200, "asr_dev": 100, "asr_test": 200,
-    "ser_train": 1000, "ser_dev": 100, "ser_test": 200,
+    "ser_train": 4000, "ser_dev": 100, "ser_test": 200,
 }
 
 

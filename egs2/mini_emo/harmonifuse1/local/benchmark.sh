@@ -6,7 +6,7 @@
 #   local/benchmark.sh --max_hours 1.8                   # stop starting new runs after 1.8 h (rerun later)
 #   local/benchmark.sh --only harmonifuse,naive_multitask --seeds 0
 #   local/benchmark.sh --dry_run                         # the plan: which runs are done / to do
-#   local/benchmark.sh --smoke                           # 1 epoch everywhere, into bench/smoke/ (CI-sized data
+#   local/benchmark.sh --smoke                           # 1 epoch of 4 batches everywhere, into bench/smoke/ (CI-sized data
 #                                                        # is generated only where the recipe has no data yet)
 # Options: python -m espnet_harmonifuse.benchmark.run --help
 set -euo pipefail

@@ -3,7 +3,7 @@
 # Options: --seed N, --size default|small|tiny (or explicit counts via --gen_opts "...").
 set -euo pipefail
 seed=0
-size=default     # default: ~1 min to generate; small: CI-sized; tiny: a smoke test
+size=default     # default: ~1.5 min to generate; small: CI-sized; tiny: a smoke test
 gen_opts=        # extra options for espnet_harmonifuse.corpus.mini_emo, e.g. "--asr_train 600"
 wav_dir=downloads/mini_emo
 . scripts/utils/parse_options.sh
