@@ -110,7 +110,7 @@ def test_print_config_defaults_of_the_other_choices(monkeypatch):
     assert conf["backbone_conf"] == {"model_name_or_path": "microsoft/wavlm-large", "config": None, "freeze": True,
                                      "normalize_waveform": True, "use_attention_mask": True}
     assert conf["fusion"] == "prompt_adaptive"
-    assert conf["fusion_conf"] == {"hidden_size": 256, "temperature": 1.0, "layer_norm": False}
+    assert conf["fusion_conf"] == {"hidden_size": 256, "temperature": 1.0, "layer_norm": False, "prompt_scale": 1.0}
     assert conf["gate"] == "task_gate" and conf["gate_conf"] == {"prompt_proj_size": 64, "init_bias": 2.0}
     conf = print_config(monkeypatch, "--projector", "conv1d", "--multitask_schedule", "ratio",
                         "--multitask_ratio", "{asr: 2, ser: 1}")

@@ -288,3 +288,33 @@ def test_summary_token_is_the_pooled_utterance_before_the_speech_positions():
     stats = masked_mean_std(padded, torch.tensor([6]))
     assert torch.allclose(stats[0, :8], x[0].mean(0), atol=1e-6)
     assert torch.allclose(stats[0, 8:], x[0].std(0, unbiased=False), atol=1e-5)
+
+
+@pytest.mark.parametrize("scale,low,high", [(1.0, 10.0, None), (1 / 32, 0.2, 3.0)])
+def test_prompt_scale_sets_how_fast_the_prompt_part_of_the_layer_logits_moves(scale, low, high):
+    """Under Adam the prompt MLP's output moves ~hidden_size times faster than the static logits
+    (which saturates the softmax on one layer early); prompt_scale = 1 / hidden_size evens it out."""
+    from espnet_harmonifuse.fusion.prompt_adaptive import PromptAdaptiveFusion
+
+    torch.manual_seed(0)
+    fusion = PromptAdaptiveFusion(4, 8, 16, hidden_size=32, prompt_scale=scale)
+    prompt = torch.randn(1, 16)
+    opt = torch.optim.Adam(fusion.parameters(), lr=1e-3)
+    for _ in range(20):  # push layer 0 up for this prompt
+        loss = -torch.log(fusion.layer_weights(prompt)[0, 0])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        static = fusion.layer_logits[0] - fusion.layer_logits[1:].mean()
+        f = scale * fusion.prompt_mlp(prompt)[0]
+        prompt_part = f[0] - f[1:].mean()
+    ratio = (prompt_part / static).item()
+    assert ratio > low and (high is None or ratio < high), ratio
+
+
+def test_prompt_scale_must_be_positive():
+    from espnet_harmonifuse.fusion.prompt_adaptive import PromptAdaptiveFusion
+
+    with pytest.raises(ValueError, match="prompt_scale"):
+        PromptAdaptiveFusion(4, 8, 16, prompt_scale=0.0)

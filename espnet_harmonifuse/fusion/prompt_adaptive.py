@@ -6,7 +6,7 @@ from espnet_harmonifuse.fusion.static import StaticFusion
 
 
 class PromptAdaptiveFusion(StaticFusion):
-    """``alpha = softmax((w + f(p)) / temperature)``, ``H = sum_l alpha_l H_l``.
+    """``alpha = softmax((w + s * f(p)) / temperature)``, ``H = sum_l alpha_l H_l``.
 
     ``w`` is the static vector shared by all prompts, ``f`` a two-layer MLP of
     the layer-normalised pooled prompt vector ``p``.  The last layer of ``f`` starts at zero, so
@@ -16,6 +16,10 @@ class PromptAdaptiveFusion(StaticFusion):
     Args:
         num_layers, input_size, prompt_size, temperature, layer_norm: see StaticFusion.
         hidden_size: hidden size of ``f``.
+        prompt_scale: ``s``. Under Adam every weight of ``f``'s output layer moves by about the
+            learning rate per step, in step with the others, so ``f(p)`` can move ``hidden_size``
+            times faster than one static logit ``w_l`` and saturate the softmax on one layer
+            early. ``1 / hidden_size`` lets ``f(p)`` move about as fast as ``w``.
     """
 
     def __init__(
@@ -26,8 +30,12 @@ class PromptAdaptiveFusion(StaticFusion):
         hidden_size: int = 256,
         temperature: float = 1.0,
         layer_norm: bool = False,
+        prompt_scale: float = 1.0,
     ):
         super().__init__(num_layers, input_size, prompt_size, temperature, layer_norm)
+        if prompt_scale <= 0:
+            raise ValueError(f"fusion_conf.prompt_scale must be positive, got {prompt_scale}")
+        self.prompt_scale = prompt_scale
         self.prompt_mlp = torch.nn.Sequential(
             torch.nn.LayerNorm(prompt_size),  # LLM embeddings are small; make f scale-free
             torch.nn.Linear(prompt_size, hidden_size),
@@ -38,5 +46,5 @@ class PromptAdaptiveFusion(StaticFusion):
         torch.nn.init.zeros_(self.prompt_mlp[-1].bias)
 
     def layer_weights(self, prompt_vec: torch.Tensor) -> torch.Tensor:
-        logits = self.layer_logits + self.prompt_mlp(prompt_vec.to(self.layer_logits.dtype))
+        logits = self.layer_logits + self.prompt_scale * self.prompt_mlp(prompt_vec.to(self.layer_logits.dtype))
         return torch.softmax(logits / self.temperature, dim=-1)
