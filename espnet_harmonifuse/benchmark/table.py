@@ -224,7 +224,7 @@ def plot_size_layer_weights(runs: Sequence[Dict], size: str, out: Path) -> Optio
             weights[f"{name} (static)"] = np.stack(vecs)
     title = f"Layer weights per task ({size}); grey: {main_static or 'no'} static model"
     vec = np.mean(np.stack(static[main_static]), axis=0) if main_static else None
-    return plot_layer_weights(weights, out, title, static=vec)
+    return plot_layer_weights(weights, out, title, static=vec, rows="prompts x seeds")
 
 
 def write_all(bench_dir, out: Optional[str] = None) -> str:

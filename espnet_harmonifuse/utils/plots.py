@@ -77,20 +77,21 @@ def plot_layer_weights(
     path: PathLike,
     title: str = "Layer weights",
     static: Optional[np.ndarray] = None,
+    rows: str = "prompts",
 ) -> str:
     """Per-task layer-weight distribution over layers ``0..L``.
 
     Each value is ``(L+1,)`` or ``(n_prompts, L+1)``; the mean over prompts
     is drawn as a curve with the min-max band across prompts.  ``static``
     (a single ``(L+1,)`` vector, e.g. a static weighted-sum model) is drawn
-    in grey.
+    in grey. ``rows`` names what the rows are in the legend ("3 prompts").
     """
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for task, w in weights.items():
         arr = np.atleast_2d(np.asarray(w, dtype=float))
         x = np.arange(arr.shape[1])
         (line,) = ax.plot(x, arr.mean(axis=0), marker="o", ms=3,
-                          label=f"{task} (n={arr.shape[0]})")
+                          label=f"{task} ({arr.shape[0]} {rows})")
         if arr.shape[0] > 1:
             ax.fill_between(x, arr.min(axis=0), arr.max(axis=0),
                             color=line.get_color(), alpha=0.2)
