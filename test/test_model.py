@@ -123,7 +123,18 @@ def test_ctc_only_rejects_label_tasks(make_args):
         HarmoniFuseTask.build_model(make_args(model_conf={"ctc_weight": 1.0}))
 
 
-def test_prompt_adaptive_weights_start_equal_and_separate_by_task():
+SHARED_PROMPT_WORDS = [12, 13, 14, 15, 12, 13, 14, 15]
+
+
+@pytest.mark.parametrize(
+    "prompt_ids,center",
+    [
+        ([[[10]], [[11]]], False),
+        # two paraphrases per task that share most of their tokens, as real prompts do
+        ([[[10] + SHARED_PROMPT_WORDS, [10, 10] + SHARED_PROMPT_WORDS], [[11] + SHARED_PROMPT_WORDS, [11, 11] + SHARED_PROMPT_WORDS]], True),
+    ],
+)
+def test_prompt_adaptive_weights_start_equal_and_separate_by_task(prompt_ids, center):
     """A toy backbone puts the ASR answer in layer 0 and the SER answer in layer 2."""
     from espnet_harmonifuse.backbone.abs_backbone import AbsBackbone
     from espnet_harmonifuse.decoder.hf_causal_lm import HFCausalLMDecoder
@@ -147,9 +158,10 @@ def test_prompt_adaptive_weights_start_equal_and_separate_by_task():
             return [a + torch.randn_like(a) * 0.1, noise, s + torch.randn_like(s) * 0.1], torch.ones_like(lengths)
 
     torch.manual_seed(0)
-    tasks = parse_tasks([{"name": "asr", "prompts": ["a"], "target": "label", "labels": list("01234567")}, {"name": "ser", "prompts": ["b"], "target": "label", "labels": list("01234567")}])
+    n_prompts = len(prompt_ids[0])
+    tasks = parse_tasks([{"name": name, "prompts": list("abc")[:n_prompts], "target": "label", "labels": list("01234567")} for name in ("asr", "ser")])
     decoder = HFCausalLMDecoder(None, config=dict(model_type="qwen2", vocab_size=16, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, intermediate_size=32), freeze=False)
-    model = HarmoniFuseModel(ToyBackbone(), PromptAdaptiveFusion(3, 8, 16, hidden_size=16), NoGate(8, 16), StackMLPProjector(8, 16, 1, 32), decoder, tasks, [[[10]], [[11]]], [[[i] for i in range(8)]] * 2, eos_id=9)
+    model = HarmoniFuseModel(ToyBackbone(), PromptAdaptiveFusion(3, 8, 16, hidden_size=16, layer_norm=center), NoGate(8, 16), StackMLPProjector(8, 16, 1, 32), decoder, tasks, prompt_ids, [[[i] for i in range(8)]] * 2, eos_id=9, center_prompts=center)
     w0 = model.layer_weights_per_task()
     assert torch.allclose(w0["asr"], w0["ser"])  # the prompt MLP starts at zero
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -162,8 +174,31 @@ def test_prompt_adaptive_weights_start_equal_and_separate_by_task():
         loss.sum().backward()
         opt.step()
     w = model.layer_weights_per_task()
-    assert w["asr"][0, 0] > w["ser"][0, 0] + 0.2, w
-    assert w["ser"][0, 2] > w["asr"][0, 2] + 0.2, w
+    assert (w["asr"][:, 0] > w["ser"][:, 0] + 0.2).all(), w
+    assert (w["ser"][:, 2] > w["asr"][:, 2] + 0.2).all(), w
+
+
+def test_centred_prompt_vectors_average_to_zero_over_tasks_and_keep_their_differences():
+    """``center_prompts`` removes what the tasks share and nothing that tells them apart."""
+    from espnet_harmonifuse.decoder.hf_causal_lm import HFCausalLMDecoder
+    from espnet_harmonifuse.fusion.static import StaticFusion
+    from espnet_harmonifuse.gate.none import NoGate
+    from espnet_harmonifuse.projector.stack_mlp import StackMLPProjector
+    from espnet_harmonifuse.task_spec import parse_tasks
+
+    torch.manual_seed(0)
+    prompt_ids = [[[1, 2, 3], [1, 4]], [[5, 2, 3, 6], [7], [5, 5]], [[8, 2]]]  # 3 tasks, 2 / 3 / 1 paraphrases
+    tasks = parse_tasks([{"name": f"t{i}", "prompts": ["x"] * len(p), "target": "label", "labels": ["a", "b"]} for i, p in enumerate(prompt_ids)])
+    decoder = HFCausalLMDecoder(None, config=dict(model_type="qwen2", vocab_size=16, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, intermediate_size=32), freeze=False)
+    vectors = {}
+    for center in (False, True):
+        model = HarmoniFuseModel(torch.nn.Identity(), StaticFusion(2, 8, 16), NoGate(8, 16), StackMLPProjector(8, 16, 1, 32), decoder, tasks, prompt_ids, [[[0], [1]]] * 3, eos_id=9, center_prompts=center)
+        vectors[center] = [model.embed_prompts(p)[1] for p in prompt_ids]
+    raw, centred = vectors[False], vectors[True]
+    assert torch.allclose(torch.stack([v.mean(0) for v in centred]).mean(0), torch.zeros(16), atol=1e-6)
+    assert not torch.allclose(torch.stack([v.mean(0) for v in raw]).mean(0), torch.zeros(16), atol=1e-3)
+    assert torch.allclose(centred[0][0] - centred[1][2], raw[0][0] - raw[1][2], atol=1e-6)
+    assert torch.allclose(raw[0][1], decoder.embed(torch.tensor([1, 4])).mean(0))
 
 
 @pytest.fixture(scope="module")

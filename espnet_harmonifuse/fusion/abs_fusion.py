@@ -12,8 +12,10 @@ class AbsFusion(torch.nn.Module, ABC):
     ``forward(states, lengths, prompt_vec)`` takes ``L+1`` tensors of shape
     ``(B, T, D)``, their lengths ``(B,)`` and a pooled prompt vector ``(B, P)``;
     it returns the fused states ``(B, T, D)`` and the layer weights ``(B, L+1)``
-    (each row sums to one).
+    (each row sums to one). ``reads_prompt`` says whether the weights depend on the prompt.
     """
+
+    reads_prompt = True
 
     @abstractmethod
     def layer_weights(self, prompt_vec: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,8 @@ class LastLayerFusion(AbsFusion):
             -1, the default, is the last layer).
     """
 
+    reads_prompt = False
+
     def __init__(self, num_layers: int, input_size: int, prompt_size: int, layer: int = -1):
         super().__init__()
         if not -num_layers <= layer < num_layers:

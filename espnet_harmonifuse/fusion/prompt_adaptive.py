@@ -22,6 +22,8 @@ class PromptAdaptiveFusion(StaticFusion):
             early. ``1 / hidden_size`` lets ``f(p)`` move about as fast as ``w``.
     """
 
+    reads_prompt = True
+
     def __init__(
         self,
         num_layers: int,

@@ -18,6 +18,8 @@ class StaticFusion(AbsFusion):
         layer_norm: normalise each layer's states before the weighted sum.
     """
 
+    reads_prompt = False
+
     def __init__(
         self,
         num_layers: int,

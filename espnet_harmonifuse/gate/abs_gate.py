@@ -11,7 +11,10 @@ class AbsGate(torch.nn.Module, ABC):
 
     ``stats`` maps names to per-sample tensors ``(B, ...)``: e.g. the mean gate
     value of each channel, for logging and plots. Empty for gates with no state.
+    ``reads_prompt`` says whether the selection depends on the prompt.
     """
+
+    reads_prompt = True
 
     @abstractmethod
     def forward(

@@ -8,6 +8,8 @@ from espnet_harmonifuse.gate.abs_gate import AbsGate
 
 
 class NoGate(AbsGate):
+    reads_prompt = False
+
     def __init__(self, input_size: int, prompt_size: int):
         super().__init__()
 

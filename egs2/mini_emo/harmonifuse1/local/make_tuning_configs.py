@@ -14,7 +14,8 @@ ablation changed and a header comment saying what differs:
 
 A changed component keeps only the ``<component>_conf`` keys its new class accepts
 (``fusion: static`` drops ``fusion_conf.hidden_size``, which only the prompt MLP uses;
-``gate: none`` drops ``gate_conf``); everything else (backbone, LLM, projector, prompts,
+``gate: none`` drops ``gate_conf``; a variant whose fusion and gate both ignore the prompt drops
+``model_conf.center_prompts``, which only changes what they see); everything else (backbone, LLM, projector, prompts,
 interleaving, optimiser, epochs) stays as in the base. A single-task variant of a base that fixes
 ``num_iters_per_epoch`` gets that task's share of it (half of it with two tasks), so every model
 makes the same number of updates per task. Rerun this script whenever
@@ -65,6 +66,23 @@ def accepted_conf_keys(choice: str, name: str) -> Optional[List[str]]:
     if cls is None:
         return None
     return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+
+# model_conf keys that only change the prompt vector the fusion and the gate read
+PROMPT_MODEL_KEYS = ("center_prompts",)
+
+
+def reads_prompt(choice: str, name: Optional[str]) -> bool:
+    """Whether the ``choice`` (fusion or gate) named ``name`` (None: the default) reads the prompt."""
+    from espnet_harmonifuse import tasks
+
+    choices = getattr(tasks, f"{choice}_choices")
+    name = choices.default if name is None else str(name)
+    return name.lower() not in ("none", "null") and choices.get_class(name).reads_prompt
+
+
+def ignores_prompt(config: dict) -> bool:
+    return not (reads_prompt("fusion", config.get("fusion")) or reads_prompt("gate", config.get("gate")))
 
 
 def _blocks(lines: Sequence[str]) -> List[Tuple[str, int, int]]:
@@ -168,6 +186,12 @@ def expected_config(base: dict, changes: Dict[str, str], tasks: Optional[Sequenc
             out[f"{key}_conf"] = conf
         else:
             out.pop(f"{key}_conf", None)
+    if ignores_prompt(out) and isinstance(out.get("model_conf"), dict):
+        conf = {k: v for k, v in out["model_conf"].items() if k not in PROMPT_MODEL_KEYS}
+        if conf:
+            out["model_conf"] = conf
+        else:
+            out.pop("model_conf")
     if tasks is not None:
         out["tasks"] = [t for t in out["tasks"] if t["name"] in tasks]
     return out
@@ -200,6 +224,9 @@ def make_variant(base_text: str, name: str, base_name: str = "conf/train.yaml") 
         _set_choice(lines, key, value)
         _filter_conf(lines, f"{key}_conf", accepted_conf_keys(key, value))
     base = yaml.safe_load(base_text)
+    variant = {**base, **changes}
+    if ignores_prompt(variant) and isinstance(base.get("model_conf"), dict):
+        _filter_conf(lines, "model_conf", [k for k in base["model_conf"] if k not in PROMPT_MODEL_KEYS])
     if tasks is not None:
         _keep_tasks(lines, tasks)
         iters = per_task_iters(base, tasks)
