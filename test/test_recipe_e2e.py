@@ -20,7 +20,8 @@ def recipe_run(tmp_path_factory):
     recipe = root / "egs2" / "mini_emo" / "harmonifuse1"
     shutil.copytree(REPO / "egs2" / "mini_emo" / "harmonifuse1", recipe, symlinks=True,
                     ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads"))
-    cmd = ["./run.sh", "--local_data_opts", "--size tiny", "--train_config", "conf/tuning/train_smoke.yaml",
+    # the quoted --gen_opts also checks that --local_data_opts is split like a shell line
+    cmd = ["./run.sh", "--local_data_opts", "--size tiny --gen_opts '--ser_test 12'", "--train_config", "conf/tuning/train_smoke.yaml",
            "--pretrain_config", "conf/tuning/pretrain_smoke.yaml", "--nbpe", "120", "--inference_nj", "2", "--inference_batch_size", "4"]
     proc = subprocess.run(cmd, cwd=recipe, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -36,8 +37,8 @@ def test_results_md_has_wer_and_ua(recipe_run):
     ser = json.loads(next(model_dir.glob("decode*/ser_test/score_ser/scores.json")).read_text())
     n_asr = len((recipe / "dump/raw/asr_test/wav.scp").read_text().splitlines())
     assert wer["num_utts"] == n_asr and 0 <= wer["wer"]
-    assert ser["num_utts"] == 8 and 0 <= ser["ua"] <= 100
-    assert sum(map(sum, ser["confusion"])) == 8
+    assert ser["num_utts"] == 12 and 0 <= ser["ua"] <= 100
+    assert sum(map(sum, ser["confusion"])) == 12
 
 
 def test_every_stage_ran_and_was_timed(recipe_run):

@@ -141,7 +141,9 @@ write_results() {  # RESULTS.md from the scores and the stage wall times so far
 
 if need 1 1; then
     stage_begin 1 data_prep
-    run_logged "${expdir}/logs/data_prep.log" local/data.sh ${local_data_opts}
+    # split like a shell line, so --local_data_opts "--gen_opts '--asr_train 600'" keeps its quotes
+    eval "_data_opts=(${local_data_opts})"
+    run_logged "${expdir}/logs/data_prep.log" local/data.sh "${_data_opts[@]}"
     stage_end
 fi
 
