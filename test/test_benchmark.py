@@ -198,6 +198,15 @@ def _without_prompt_keys(new, base) -> bool:
     return (new or {}) == {k: v for k, v in (base or {}).items() if k != "center_prompts"}
 
 
+def _only(key, value):
+    """Checker: the nested mapping equals the base's except that ``key`` is ``value``."""
+    return lambda new, base: new == {**base, key: value} and key in base
+
+
+def _fusion(centred, scale):
+    return {"model_conf": _only("center_prompts", centred), "fusion_conf": _only("prompt_scale", scale)}
+
+
 INTENDED = {  # variant -> {top-level key: expected value or a checker (new value, base value) -> bool}
     "train_asr_only": {"tasks": ["asr"], "num_iters_per_epoch": _half_of_base},
     "train_ser_only": {"tasks": ["ser"], "num_iters_per_epoch": _half_of_base},
@@ -205,7 +214,17 @@ INTENDED = {  # variant -> {top-level key: expected value or a checker (new valu
                               "model_conf": _without_prompt_keys},
     "train_no_gate": {"gate": "none", "gate_conf": None},
     "train_static_fusion": {"fusion": "static", "fusion_conf": None},
+    # the fusion settings tried on dev; conf/train.yaml is the sixth (centred, 1/64)
+    "train_fusion_s1": _fusion(False, 1),
+    "train_fusion_s8": _fusion(False, 0.125),
+    "train_fusion_s64": _fusion(False, 0.015625),
+    "train_fusion_centred_s1": _fusion(True, 1),
+    "train_fusion_centred_s8": _fusion(True, 0.125),
 }
+
+
+def test_every_generated_variant_has_its_intended_change():
+    assert set(_make_tuning_module().VARIANTS) == set(INTENDED)
 
 
 @pytest.mark.parametrize("variant", sorted(INTENDED))
@@ -228,7 +247,7 @@ def test_tuning_configs_differ_only_in_the_intended_keys(variant, tmp_path):
             assert want(new.get(key), base.get(key)), (key, new.get(key), base.get(key))
         elif want is not None:
             assert new[key] == want
-    if "fusion_conf" in INTENDED[variant]:  # only the prompt MLP's option is dropped
+    if INTENDED[variant].get("fusion_conf", 0) is None:  # only the prompt MLP's options are dropped
         kept = new.get("fusion_conf") or {}
         assert "hidden_size" not in kept and all(base["fusion_conf"][k] == v for k, v in kept.items())
     args = load_train_args(str(tmp_path / f"{variant}.yaml"))
@@ -242,6 +261,23 @@ def test_committed_tuning_configs_are_up_to_date():
     mod.write_all(RECIPE / "conf" / "train.yaml", RECIPE / "conf" / "tuning", check=True)
 
 
+def test_nested_setting_edits_only_its_line_and_refuses_what_it_cannot_edit():
+    mod = _make_tuning_module()
+    lines = ["# head", "fusion_conf:", "  # a comment", "  prompt_scale: 0.5  # why", "  hidden_size: 8",
+             "model_conf: {center_prompts: true}", "gate_conf:", "  init_bias: 1.0"]
+    edited = list(lines)
+    mod._set_nested(edited, "fusion_conf.prompt_scale", 0.125)
+    assert [a for a, b in zip(edited, lines) if a != b] == [
+        "  prompt_scale: 0.125   # changed by local/make_tuning_configs.py"]
+    assert yaml.safe_load("\n".join(edited))["fusion_conf"] == {"prompt_scale": 0.125, "hidden_size": 8}
+    with pytest.raises(ValueError, match="flow style"):
+        mod._set_nested(list(lines), "model_conf.center_prompts", False)
+    with pytest.raises(ValueError, match="gate_conf.init_scale' is not set"):
+        mod._set_nested(list(lines), "gate_conf.init_scale", 2.0)
+    with pytest.raises(ValueError, match="'decoder_conf:' is not a top-level block"):
+        mod._set_nested(list(lines), "decoder_conf.layers", 2)
+
+
 def test_tuning_configs_from_flow_style_base_with_comments(tmp_path):
     base = tmp_path / "train.yaml"
     base.write_text(
@@ -250,7 +286,7 @@ def test_tuning_configs_from_flow_style_base_with_comments(tmp_path):
         "\n# the fusion\nfusion: prompt_adaptive  # default\nfusion_conf: {hidden_size: 8, layer_norm: true}\n"
         "gate: task_gate\ngate_conf:\n  # gate settings\n  init_bias: 1.0\nmax_epoch: 3\nnum_iters_per_epoch: 10\n")
     mod = _make_tuning_module()
-    mod.write_all(base, tmp_path / "out")
+    mod.write_all(base, tmp_path / "out", names=[n for n, v in mod.VARIANTS.items() if not v.settings])
     naive = yaml.safe_load((tmp_path / "out" / "train_naive_multitask.yaml").read_text())
     assert naive["fusion"] == "static" and naive["fusion_conf"] == {"layer_norm": True}
     assert naive["gate"] == "none" and "gate_conf" not in naive and naive["max_epoch"] == 3

@@ -12,6 +12,15 @@ ablation changed and a header comment saying what differs:
     train_no_gate.yaml           gate: none                      (HarmoniFuse without the gate)
     train_static_fusion.yaml     fusion: static                  (HarmoniFuse with static fusion)
 
+and the fusion settings tried on dev (README, Benchmark, "Fixing the fusion"); conf/train.yaml
+itself is the sixth, centred with prompt_scale 1/64:
+
+    train_fusion_s1.yaml           center_prompts false, prompt_scale 1 (the default until 2026-11-25)
+    train_fusion_s8.yaml           center_prompts false, prompt_scale 1/8
+    train_fusion_s64.yaml          center_prompts false, prompt_scale 1/64
+    train_fusion_centred_s1.yaml   center_prompts true,  prompt_scale 1
+    train_fusion_centred_s8.yaml   center_prompts true,  prompt_scale 1/8
+
 A changed component keeps only the ``<component>_conf`` keys its new class accepts
 (``fusion: static`` drops ``fusion_conf.hidden_size``, which only the prompt MLP uses;
 ``gate: none`` drops ``gate_conf``; a variant whose fusion and gate both ignore the prompt drops
@@ -28,25 +37,41 @@ import inspect
 import re
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import yaml
 
-# name -> (what differs, top-level choice changes, tasks kept (None: all))
-VARIANTS: Dict[str, Tuple[str, Dict[str, str], Optional[Tuple[str, ...]]]] = {
-    "train_asr_only": ("single-task ASR: tasks holds only asr", {}, ("asr",)),
-    "train_ser_only": ("single-task SER: tasks holds only ser", {}, ("ser",)),
-    "train_naive_multitask": (
+class Variant(NamedTuple):
+    what: str  # what differs, for the header
+    choices: Dict[str, str] = {}  # top-level component choices changed (fusion: static, ...)
+    tasks: Optional[Tuple[str, ...]] = None  # tasks kept (None: all)
+    settings: Dict[str, Any] = {}  # "<block>.<key>" -> new value of an existing nested key
+
+
+def _fusion(centred: bool, scale: float, label: str, note: str = "") -> Variant:
+    return Variant(
+        f"the fusion tried on dev: prompt vectors {'centred' if centred else 'not centred'}, "
+        f"prompt_scale {label}{note}",
+        settings={"model_conf.center_prompts": centred, "fusion_conf.prompt_scale": scale},
+    )
+
+
+VARIANTS: Dict[str, Variant] = {
+    "train_asr_only": Variant("single-task ASR: tasks holds only asr", tasks=("asr",)),
+    "train_ser_only": Variant("single-task SER: tasks holds only ser", tasks=("ser",)),
+    "train_naive_multitask": Variant(
         "naive multi-task: fusion: static (one layer-weight vector for all tasks), gate: none",
         {"fusion": "static", "gate": "none"},
-        None,
     ),
-    "train_no_gate": ("HarmoniFuse without the task gate: gate: none", {"gate": "none"}, None),
-    "train_static_fusion": (
-        "HarmoniFuse with static fusion: fusion: static (the task gate stays)",
-        {"fusion": "static"},
-        None,
+    "train_no_gate": Variant("HarmoniFuse without the task gate: gate: none", {"gate": "none"}),
+    "train_static_fusion": Variant(
+        "HarmoniFuse with static fusion: fusion: static (the task gate stays)", {"fusion": "static"}
     ),
+    "train_fusion_s1": _fusion(False, 1, "1", " (the method as described; the default until 2026-11-25)"),
+    "train_fusion_s8": _fusion(False, 0.125, "1/8"),
+    "train_fusion_s64": _fusion(False, 0.015625, "1/64"),
+    "train_fusion_centred_s1": _fusion(True, 1, "1"),
+    "train_fusion_centred_s8": _fusion(True, 0.125, "1/8"),
 }
 
 _TOP_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:")
@@ -144,6 +169,27 @@ def _filter_conf(lines: List[str], key: str, keep: Optional[Sequence[str]]) -> N
     lines[i:end] = new
 
 
+def _yaml_scalar(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).splitlines()[0]
+
+
+def _set_nested(lines: List[str], dotted: str, value: Any) -> None:
+    """Set the existing child ``key`` of the block-style top-level mapping ``block`` (``block.key``)."""
+    block, key = dotted.split(".", 1)
+    span = _find(lines, block)
+    if span is None:
+        raise ValueError(f"'{block}:' is not a top-level block of the base config (needed for {dotted})")
+    i, end = span
+    if lines[i].split(":", 1)[1].split("#")[0].strip():
+        raise ValueError(f"'{block}:' is in flow style; write it one key per line to set {dotted}")
+    for n in range(i + 1, end):
+        m = _CHILD_KEY.match(lines[n])
+        if m and m.group(2) == key:
+            lines[n] = f"{m.group(1)}{key}: {_yaml_scalar(value)}   # changed by local/make_tuning_configs.py"
+            return
+    raise ValueError(f"'{dotted}' is not set in the base config; a variant only changes keys it has")
+
+
 def _keep_tasks(lines: List[str], keep: Sequence[str]) -> None:
     span = _find(lines, "tasks")
     if span is None:
@@ -172,9 +218,14 @@ def per_task_iters(base: dict, tasks: Optional[Sequence[str]]) -> Optional[int]:
     return max(1, round(n * len(tasks) / len(base["tasks"])))
 
 
-def expected_config(base: dict, changes: Dict[str, str], tasks: Optional[Sequence[str]]) -> dict:
+def expected_config(
+    base: dict, changes: Dict[str, str], tasks: Optional[Sequence[str]], settings: Optional[Dict[str, Any]] = None
+) -> dict:
     """The variant as data: what the text edits must produce."""
     out = copy.deepcopy(base)
+    for dotted, value in (settings or {}).items():
+        block, key = dotted.split(".", 1)
+        out[block][key] = value
     iters = per_task_iters(base, tasks)
     if iters is not None:
         out["num_iters_per_epoch"] = iters
@@ -210,7 +261,11 @@ def describe_changes(base: dict, variant: dict) -> List[str]:
                 out.append(f"tasks: {[t['name'] for t in variant[key]]}")
             elif isinstance(base[key], dict) and isinstance(variant[key], dict):
                 gone = [k for k in base[key] if k not in variant[key]]
-                out.append(f"{key}: {', '.join(gone)} removed (not an argument of the new choice)")
+                if gone:
+                    out.append(f"{key}: {', '.join(gone)} removed (not an argument of the new choice)")
+                for k, v in variant[key].items():
+                    if k in base[key] and base[key][k] != v:
+                        out.append(f"{key}.{k}: {_yaml_scalar(base[key][k])} -> {_yaml_scalar(v)}")
             else:
                 out.append(f"{key}: {base[key]} -> {variant[key]}")
     return out
@@ -218,8 +273,10 @@ def describe_changes(base: dict, variant: dict) -> List[str]:
 
 def make_variant(base_text: str, name: str, base_name: str = "conf/train.yaml") -> str:
     """The text of variant ``name`` (a key of VARIANTS) derived from ``base_text``."""
-    what, changes, tasks = VARIANTS[name]
+    what, changes, tasks, settings = VARIANTS[name]
     lines = base_text.splitlines()
+    for dotted, value in settings.items():
+        _set_nested(lines, dotted, value)
     for key, value in changes.items():
         _set_choice(lines, key, value)
         _filter_conf(lines, f"{key}_conf", accepted_conf_keys(key, value))
@@ -232,7 +289,7 @@ def make_variant(base_text: str, name: str, base_name: str = "conf/train.yaml") 
         iters = per_task_iters(base, tasks)
         if iters is not None:
             _set_choice(lines, "num_iters_per_epoch", str(iters))
-    want = expected_config(base, changes, tasks)
+    want = expected_config(base, changes, tasks, settings)
     header = [
         f"# GENERATED by local/make_tuning_configs.py from {base_name}: do not edit, rerun the script.",
         f"# Differs from {base_name} only in: {what}.",
@@ -245,10 +302,11 @@ def make_variant(base_text: str, name: str, base_name: str = "conf/train.yaml") 
     return text
 
 
-def write_all(base: Path, out_dir: Path, check: bool = False) -> List[Path]:
+def write_all(base: Path, out_dir: Path, check: bool = False, names: Optional[Sequence[str]] = None) -> List[Path]:
+    """Write (or with ``check``, compare) the variants ``names`` (default: all of VARIANTS)."""
     base_text = base.read_text(encoding="utf-8")
     written, stale = [], []
-    for name in VARIANTS:
+    for name in VARIANTS if names is None else names:
         text = make_variant(base_text, name, base_name=f"{base.parent.name}/{base.name}")
         path = out_dir / f"{name}.yaml"
         if check:
