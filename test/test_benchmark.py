@@ -90,6 +90,17 @@ def test_table_markdown(fake_bench):
     assert "seed(s) 1 failed" in text
 
 
+def test_table_lists_every_sitting_that_produced_it(fake_bench):
+    """A table finished over several sittings is reproduced by all of them, not by the last one."""
+    meta = {"invocations": [{"command": "bench --seeds 0", "started": "2026-01-01T10:00:00"},
+                            {"command": "bench --max_hours 1.4", "started": "2026-01-02T09:30:00"}]}
+    (fake_bench / "benchmark.json").write_text(json.dumps(meta))
+    text = Path(table.write_all(fake_bench)).read_text()
+    block = text.split("```")[1].strip().splitlines()
+    assert "2 sitting(s)" in text
+    assert block == ["# 2026-01-01T10:00:00", "bench --seeds 0", "# 2026-01-02T09:30:00", "bench --max_hours 1.4"]
+
+
 # ------------------------------------------------------------------------- planning / resume
 def test_plan_marks_runs_with_all_scores_done(tmp_path):
     b = tmp_path / "bench"

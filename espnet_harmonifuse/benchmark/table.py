@@ -124,8 +124,11 @@ def render(agg: Dict[Tuple[str, str], Dict], meta: Optional[Dict] = None) -> str
     systems = _system_info()
     lines = ["# HarmoniFuse benchmark", ""]
     inv = (meta or {}).get("invocations") or []
-    if inv:
-        lines += ["Produced by (last invocation):", "", "```", inv[-1]["command"], "```", ""]
+    if inv:  # every sitting: together they reproduce the table (each one skips the runs already done)
+        lines += [f"Produced by {len(inv)} sitting(s) of the resumable command, oldest first:", "", "```"]
+        for i in inv:
+            lines += [f"# {i.get('started', 'start time not recorded')}", i["command"]]
+        lines += ["```", ""]
     machine = (meta or {}).get("machine")
     if machine:
         lines += [f"Machine: {machine.get('cpu')} ({machine.get('cpu_count')} cores, {machine.get('mem_gb')} GB), "
