@@ -62,6 +62,7 @@ class HarmoniFuse:
         from espnet_harmonifuse.tasks import HarmoniFuseTask
 
         self.model = model.eval()
+        self.model.state_cache = None  # each utterance is decoded once: the training-time cache would only fill memory
         self.args = train_args
         self.device = device
         self.tokenizer = HarmoniFuseTask.build_tokenizer(train_args)

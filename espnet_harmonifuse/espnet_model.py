@@ -7,6 +7,7 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 
 from espnet_harmonifuse.backbone.abs_backbone import AbsBackbone
+from espnet_harmonifuse.backbone.state_cache import BackboneStateCache, is_frozen
 from espnet_harmonifuse.decoder.abs_decoder import AbsDecoder
 from espnet_harmonifuse.fusion.abs_fusion import AbsFusion
 from espnet_harmonifuse.gate.abs_gate import AbsGate
@@ -38,6 +39,10 @@ class HarmoniFuseModel(AbsESPnetModel):
             mini_emo) and a prompt MLP learns a shared offset: both tasks get the same weights.
             Off by default, so that models trained before the option keep their behaviour;
             the recipes' configs turn it on.
+        cache_backbone_states: keep each training and validation utterance's backbone states in
+            memory after the first time, so later epochs skip the backbone (a speed-up, beyond
+            the paper; needs ``backbone_conf.freeze: true``). Decoding never uses it.
+        backbone_cache_gb: the cache's memory bound; utterances beyond it are computed every time.
     """
 
     def __init__(
@@ -55,6 +60,8 @@ class HarmoniFuseModel(AbsESPnetModel):
         ctc_weight: float = 0.0,
         ctc_tasks: Sequence[str] = ("asr",),
         center_prompts: bool = False,
+        cache_backbone_states: bool = False,
+        backbone_cache_gb: float = 4.0,
     ):
         super().__init__()
         if not 0.0 <= ctc_weight <= 1.0:
@@ -66,7 +73,13 @@ class HarmoniFuseModel(AbsESPnetModel):
                     f"model_conf.ctc_weight 1.0 (CTC only, no LM) leaves task(s) {other} with no loss: "
                     f"train them with ctc_weight < 1 or remove them from 'tasks' (ctc_tasks: {list(ctc_tasks)})"
                 )
+        if cache_backbone_states and not is_frozen(backbone):
+            raise ValueError(
+                "model_conf.cache_backbone_states: true needs a frozen backbone (backbone_conf.freeze: true); "
+                "a backbone that trains gives other states every epoch. Set one of the two differently."
+            )
         self.backbone = backbone
+        self.state_cache = BackboneStateCache(backbone_cache_gb) if cache_backbone_states else None
         self.fusion = fusion
         self.gate = gate
         self.projector = projector
@@ -139,7 +152,10 @@ class HarmoniFuseModel(AbsESPnetModel):
     ) -> Tuple[List[torch.Tensor], Dict[str, torch.Tensor]]:
         """Backbone, fusion and gate: the prompt embeddings and the gated states with their stats."""
         prompt_embs, prompt_vec = self.embed_prompts(self.choose_prompts(task_id, prompt_index))
-        states, lengths = self.backbone(speech, speech_lengths)
+        if self.state_cache is not None:
+            states, lengths = self.state_cache(self.backbone, speech, speech_lengths)
+        else:
+            states, lengths = self.backbone(speech, speech_lengths)
         fused, layer_weights = self.fusion(states, lengths, prompt_vec)
         selected, gate_stats = self.gate(fused, lengths, prompt_vec)
         return prompt_embs, dict(layer_weights=layer_weights, selected=selected, selected_lengths=lengths, **gate_stats)

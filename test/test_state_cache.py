@@ -1,0 +1,125 @@
+"""The frozen-backbone state cache: same states as the backbone, the backbone skipped on a hit."""
+
+import logging
+
+import pytest
+import torch
+from conftest import toy_wave
+from test_model import batch_for
+
+from espnet_harmonifuse.api import HarmoniFuse
+from espnet_harmonifuse.backbone.state_cache import BackboneStateCache
+from espnet_harmonifuse.tasks import HarmoniFuseTask
+
+FROZEN = {"backbone_conf": {"freeze": True, "dropout_rate": 0.1}}
+
+
+class Counting(torch.nn.Module):
+    """Wraps a backbone and records the batch size of every forward."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.calls = []
+        self.freeze = getattr(inner, "freeze", False)
+
+    def forward(self, speech, lengths):
+        self.calls.append(speech.size(0))
+        return self.inner(speech, lengths)
+
+
+def _pad(waves):
+    x = [torch.from_numpy(w) for w in waves]
+    return torch.nn.utils.rnn.pad_sequence(x, batch_first=True), torch.tensor([len(w) for w in x])
+
+
+@pytest.fixture
+def frozen_backbone(make_args):
+    return Counting(HarmoniFuseTask.build_model(make_args(**FROZEN)).backbone)
+
+
+def test_first_batch_gives_the_backbones_own_states(frozen_backbone):
+    speech, lengths = _pad([toy_wave(0, 0.5), toy_wave(1, 0.3)])
+    with torch.no_grad():
+        want, want_len = frozen_backbone.inner(speech, lengths)
+    cache = BackboneStateCache(1.0)
+    got, got_len = cache(frozen_backbone, speech, lengths)
+    assert torch.equal(got_len, want_len) and len(got) == len(want)
+    for g, w in zip(got, want):
+        for i, n in enumerate(want_len.tolist()):
+            assert torch.equal(g[i, :n], w[i, :n])
+            assert not g[i, n:].any()  # padding is zeros
+    assert (cache.hits, cache.misses, len(cache)) == (0, 2, 2)
+
+
+def test_a_hit_skips_the_backbone_and_a_new_utterance_is_computed_alone(frozen_backbone):
+    a, b, c = toy_wave(0, 0.5), toy_wave(1, 0.3), toy_wave(2, 0.4)
+    cache = BackboneStateCache(1.0)
+    first, first_len = cache(frozen_backbone, *_pad([a, b]))
+    assert frozen_backbone.calls == [2]
+    # the same utterances in another order and another padding: no backbone forward, the stored states
+    again, again_len = cache(frozen_backbone, *_pad([b, a]))
+    assert frozen_backbone.calls == [2]
+    assert again_len.tolist() == first_len.flip(0).tolist()
+    n_a, n_b = first_len.tolist()
+    assert torch.equal(again[-1][1, :n_a], first[-1][0, :n_a]) and torch.equal(again[0][0, :n_b], first[0][1, :n_b])
+    # one new utterance among known ones: the backbone sees only it
+    mixed, _ = cache(frozen_backbone, *_pad([a, c, b]))
+    assert frozen_backbone.calls == [2, 1]
+    assert (cache.hits, cache.misses) == (4, 3)
+    with torch.no_grad():
+        alone, alone_len = frozen_backbone.inner(*_pad([c]))
+    assert torch.equal(mixed[2][1, : int(alone_len)], alone[2][0])
+
+
+def test_changed_audio_is_a_new_key():
+    w = torch.from_numpy(toy_wave(0, 0.5))
+    assert BackboneStateCache.key(w) == BackboneStateCache.key(w.clone())
+    assert BackboneStateCache.key(w) != BackboneStateCache.key(w * 1.001)
+    assert BackboneStateCache.key(w) != BackboneStateCache.key(w[:-1])  # padding is not part of the key
+
+
+def test_memory_bound_stops_storing_and_warns_once(frozen_backbone, caplog):
+    speech, lengths = _pad([toy_wave(0, 0.5), toy_wave(1, 0.5), toy_wave(2, 0.5)])
+    one = BackboneStateCache(1.0)
+    one(frozen_backbone, speech[:1], lengths[:1])
+    per_utt = one.nbytes
+    cache = BackboneStateCache(1.5 * per_utt / 1024**3)  # room for one utterance
+    with caplog.at_level(logging.WARNING):
+        cache(frozen_backbone, speech, lengths)
+        cache(frozen_backbone, speech, lengths)
+    assert len(cache) == 1 and cache.nbytes == per_utt
+    assert frozen_backbone.calls[-2:] == [3, 2]  # the two that did not fit are computed again
+    assert sum("cache full" in r.message for r in caplog.records) == 1
+
+
+def test_model_with_cache_gives_the_same_loss_and_trains_only_the_rest(make_args):
+    args = make_args(**FROZEN, model_conf={"cache_backbone_states": True, "prompt_sampling": "first"})
+    torch.manual_seed(0)
+    model = HarmoniFuseTask.build_model(args)
+    plain = HarmoniFuseTask.build_model(make_args(**FROZEN, model_conf={"prompt_sampling": "first"}))
+    plain.load_state_dict(model.state_dict())
+    model.eval(), plain.eval()  # the LM's dropout off: the two must agree exactly
+    batch = batch_for(args, [(toy_wave(0, 0.5), "THE RED DOG"), (toy_wave(1, 0.3), "TWO BIRDS SING")], 0)
+    want = plain(**batch)[0]
+    assert torch.allclose(model(**batch)[0], want) and len(model.state_cache) == 2
+    loss = model(**batch)[0]  # from the cache
+    assert model.state_cache.hits == 2 and torch.allclose(loss, want)
+    loss.backward()
+    assert model.fusion.layer_logits.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert not any(k.startswith("state_cache") for k in model.state_dict())  # nothing extra in checkpoints
+
+
+def test_cache_needs_a_frozen_backbone(make_args):
+    with pytest.raises(ValueError, match="backbone_conf.freeze: true"):
+        HarmoniFuseTask.build_model(make_args(model_conf={"cache_backbone_states": True}))
+    with pytest.raises(ValueError, match="backbone_cache_gb"):
+        HarmoniFuseTask.build_model(make_args(**FROZEN, model_conf={"cache_backbone_states": True, "backbone_cache_gb": 0}))
+
+
+def test_decoding_does_not_cache(make_args):
+    model = HarmoniFuseTask.build_model(make_args(**FROZEN, model_conf={"cache_backbone_states": True}))
+    hf = HarmoniFuse(model, make_args(**FROZEN))
+    assert hf.model.state_cache is None
+    hf.decode([toy_wave(0, 0.5)], "ser")
