@@ -261,8 +261,9 @@ def describe_changes(base: dict, variant: dict) -> List[str]:
                 out.append(f"tasks: {[t['name'] for t in variant[key]]}")
             elif isinstance(base[key], dict) and isinstance(variant[key], dict):
                 gone = [k for k in base[key] if k not in variant[key]]
+                why = "nothing reads the prompt" if key == "model_conf" else "not an argument of the new choice"
                 if gone:
-                    out.append(f"{key}: {', '.join(gone)} removed (not an argument of the new choice)")
+                    out.append(f"{key}: {', '.join(gone)} removed ({why})")
                 for k, v in variant[key].items():
                     if k in base[key] and base[key][k] != v:
                         out.append(f"{key}.{k}: {_yaml_scalar(base[key][k])} -> {_yaml_scalar(v)}")
