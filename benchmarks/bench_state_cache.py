@@ -82,8 +82,8 @@ def main():
     args = p.parse_args()
     if not Path(args.bpemodel).is_file():
         sys.exit(f"{args.bpemodel} not found: run the recipe's stage 4 (./run.sh --stage 1 --stop_stage 4) or pass --bpemodel")
-    torch.set_num_threads(args.threads)
     data = batches(args.batch_size)
+    torch.set_num_threads(args.threads)  # after test/conftest.py (imported by batches), which sets 1
     plain, cached = build(args.config, args.bpemodel, False), build(args.config, args.bpemodel, True)
     opts = [torch.optim.AdamW([q for q in m.parameters() if q.requires_grad], lr=1e-4) for m in (plain, cached)]
     for d in data:  # warm the cache: every utterance seen once, as after the first epoch
