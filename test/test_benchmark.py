@@ -90,6 +90,21 @@ def test_table_markdown(fake_bench):
     assert "seed(s) 1 failed" in text
 
 
+def test_table_leaves_out_runs_of_an_older_config(fake_bench):
+    """A rerun config makes the old runs stale: they must not be averaged with the new ones."""
+    asr = fake_bench / "full" / "asr_only"
+    _record(asr / "seed0", config_digest="new", train_seconds=60.0)
+    _record(asr / "seed2", config_digest="old", train_seconds=600.0)
+    text = Path(table.write_all(fake_bench, digests={"asr_only": "new"})).read_text()
+    row = next(ln for ln in text.splitlines() if "(`asr_only`)" in ln)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "1" and cells[2] == "20.00" and cells[9] == "1.0"  # seed 0 alone (WER 20, 60 s)
+    assert "Left out: 1 run(s)" in text and "full/asr_only/seed2" in text
+    assert "(`harmonifuse`)" in text  # runs without a recorded digest stay in
+    without = Path(table.write_all(fake_bench)).read_text()  # no digests given: nothing is left out
+    assert "Left out" not in without and "25.00 ± 7.07" in without
+
+
 def test_table_lists_every_sitting_that_produced_it(fake_bench):
     """A table finished over several sittings is reproduced by all of them, not by the last one."""
     meta = {"invocations": [{"command": "bench --seeds 0", "started": "2026-01-01T10:00:00"},

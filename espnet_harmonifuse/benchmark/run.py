@@ -82,7 +82,7 @@ def write_table(ctx: Context) -> None:
     from espnet_harmonifuse.benchmark import table
 
     try:
-        table.write_all(ctx.bench_dir)
+        table.write_all(ctx.bench_dir, digests={name: config_digest(name, ctx) for name in SYSTEMS})
     except Exception as e:  # noqa: BLE001
         logger.warning("could not write the results table: %s", e)
 

@@ -230,14 +230,31 @@ def plot_size_layer_weights(runs: Sequence[Dict], size: str, out: Path) -> Optio
     return plot_layer_weights(weights, out, title, static=vec, rows="prompts x seeds")
 
 
-def write_all(bench_dir, out: Optional[str] = None) -> str:
-    """Write BENCH/RESULTS.md and the layer-weight plots; returns the markdown path."""
+def split_stale(runs: Sequence[Dict], digests: Optional[Dict[str, str]]) -> Tuple[List[Dict], List[Dict]]:
+    """``(current, stale)``: a run is stale when it recorded another config digest than its system's now."""
+    current, stale = [], []
+    for r in runs:
+        old = r["record"].get("config_digest")
+        now = (digests or {}).get(r["system"])
+        (stale if old is not None and now is not None and old != now else current).append(r)
+    return current, stale
+
+
+def write_all(bench_dir, out: Optional[str] = None, digests: Optional[Dict[str, str]] = None) -> str:
+    """Write BENCH/RESULTS.md and the layer-weight plots; returns the markdown path.
+
+    ``digests`` (system -> config digest now): runs made with another config are left out of the
+    table and listed under it, so one table never mixes two configs of a system."""
     bench = Path(bench_dir)
-    runs = collect(bench)
+    runs, stale = split_stale(collect(bench), digests)
     agg = aggregate(runs)
     meta_path = bench / "benchmark.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
     text = render(agg, meta)
+    if stale:
+        names = ", ".join(f"{r['size']}/{r['system']}/seed{r['seed']}" for r in stale)
+        text += (f"Left out: {len(stale)} run(s) made with another config than the system's current one "
+                 f"({names}); `--rerun_stale` reruns them.\n\n")
     done = [r["record"] for r in runs if r["record"].get("status") == "done"]
     if done:
         train = sum(float(r.get("train_seconds") or 0.0) for r in done) / 3600
