@@ -36,10 +36,11 @@ def build(config: Path, bpemodel: str, cache: bool):
     conf = yaml.safe_load(config.read_text())
     conf["bpemodel"] = bpemodel
     conf.setdefault("model_conf", {})["cache_backbone_states"] = cache
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        yaml.safe_dump(conf, f)
-    torch.manual_seed(0)
-    return HarmoniFuseTask.build_model(load_train_args(f.name)).train()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "train.yaml"
+        path.write_text(yaml.safe_dump(conf))
+        torch.manual_seed(0)
+        return HarmoniFuseTask.build_model(load_train_args(str(path))).train()
 
 
 def batches(batch_size: int):

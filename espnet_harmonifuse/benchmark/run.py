@@ -78,11 +78,12 @@ def machine_info() -> Dict[str, object]:
     return info
 
 
-def write_table(ctx: Context) -> None:
+def write_table(ctx: Context, digests: Dict[str, str]) -> None:
+    """BENCH/RESULTS.md from the runs whose config digest is ``digests``' (the others are listed as stale)."""
     from espnet_harmonifuse.benchmark import table
 
     try:
-        table.write_all(ctx.bench_dir, digests={name: config_digest(name, ctx) for name in SYSTEMS})
+        table.write_all(ctx.bench_dir, digests=digests)
     except Exception as e:  # noqa: BLE001
         logger.warning("could not write the results table: %s", e)
 
@@ -160,7 +161,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     logger.info("%d of %d runs to do (%s)", len(todo), len(runs), ctx.bench_dir)
     if not todo:
-        write_table(ctx)
+        write_table(ctx, digests)
         return 0
     t_start = time.time()
     failed = []
@@ -187,7 +188,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     json.dumps(rec.get("metrics", {})))
         if rec["status"] != "done":
             failed.append(r.key)
-        write_table(ctx)
+        write_table(ctx, digests)
     if failed:
         logger.error("%d runs failed: %s (see their bench_run.json and bench.log)", len(failed), ", ".join(failed))
     logger.info("results: %s", ctx.bench_dir / "RESULTS.md")
