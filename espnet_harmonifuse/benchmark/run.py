@@ -79,7 +79,8 @@ def machine_info() -> Dict[str, object]:
 
 
 def write_table(ctx: Context, digests: Dict[str, str]) -> None:
-    """BENCH/RESULTS.md from the runs whose config digest is ``digests``' (the others are listed as stale)."""
+    """BENCH/RESULTS.md from the runs made with the current configs (``digests``: system -> config digest);
+    the others are listed as stale."""
     from espnet_harmonifuse.benchmark import table
 
     try:
