@@ -13,6 +13,7 @@ from espnet_harmonifuse.fusion.abs_fusion import AbsFusion
 from espnet_harmonifuse.gate.abs_gate import AbsGate
 from espnet_harmonifuse.projector.abs_projector import AbsProjector
 from espnet_harmonifuse.task_spec import TaskSpec
+from espnet_harmonifuse.utils.masking import lengths_to_mask
 
 IGNORE_ID = -1
 
@@ -138,7 +139,12 @@ class HarmoniFuseModel(AbsESPnetModel):
     ) -> Tuple[List[List[torch.Tensor]], Dict[str, torch.Tensor]]:
         """Per sample, the ``[prompt ; speech]`` embeddings, plus layer weights and gate stats."""
         prompt_embs, extra = self.select(speech, speech_lengths, task_id, prompt_index)
-        embeds, emb_lengths = self.projector(extra["selected"], extra["selected_lengths"])
+        selected, lengths = extra["selected"], extra["selected_lengths"]
+        # A projector merges neighbouring frames (stacking, convolution), so the frames past an
+        # utterance's end must be zeros, as when it is decoded alone, and not whatever the backbone
+        # and the gate left in the padding (the state cache pads with zeros: training saw zeros).
+        selected = selected * lengths_to_mask(lengths, selected.size(1)).unsqueeze(-1).to(selected.dtype)
+        embeds, emb_lengths = self.projector(selected, lengths)
         embeds = embeds.to(prompt_embs[0].dtype)
         parts = [[p, embeds[i, : int(emb_lengths[i])]] for i, p in enumerate(prompt_embs)]
         return parts, extra

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 import torch
-from conftest import toy_wave
+from conftest import ASR_TEXTS, toy_wave
 from test_model import batch_for
 
 from espnet_harmonifuse.api import HarmoniFuse
@@ -100,11 +100,16 @@ def test_model_with_cache_gives_the_same_loss_and_trains_only_the_rest(make_args
     plain = HarmoniFuseTask.build_model(make_args(**FROZEN, model_conf={"prompt_sampling": "first"}))
     plain.load_state_dict(model.state_dict())
     model.eval(), plain.eval()  # the LM's dropout off: the two must agree exactly
-    batch = batch_for(args, [(toy_wave(0, 0.5), "THE RED DOG"), (toy_wave(1, 0.3), "TWO BIRDS SING")], 0)
+    # lengths far apart: the cache pads with zeros, the backbone leaves other values in the padding
+    items = [(toy_wave(i, s), t) for i, (s, t) in enumerate(zip((0.5, 0.3, 0.8, 0.45), ASR_TEXTS))]
+    batch = batch_for(args, items, 0)
     want = plain(**batch)[0]
-    assert torch.allclose(model(**batch)[0], want) and len(model.state_cache) == 2
+    assert torch.allclose(model(**batch)[0], want, atol=1e-5) and len(model.state_cache) == 4
     loss = model(**batch)[0]  # from the cache
-    assert model.state_cache.hits == 2 and torch.allclose(loss, want)
+    assert model.state_cache.hits == 4 and torch.allclose(loss, want, atol=1e-5)
+    # cached states reused in a batch of another make-up: two of them next to a new, longer utterance
+    mixed = batch_for(args, [items[1], (toy_wave(9, 1.1), "MY GREEN CAR"), items[3]], 0)
+    assert torch.allclose(model(**mixed)[0], plain(**mixed)[0], atol=1e-5) and model.state_cache.hits == 6
     loss.backward()
     assert model.fusion.layer_logits.grad.abs().sum() > 0
     assert all(p.grad is None for p in model.backbone.parameters())

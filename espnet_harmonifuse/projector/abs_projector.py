@@ -7,7 +7,11 @@ import torch
 
 
 class AbsProjector(torch.nn.Module, ABC):
-    """``forward(x (B,T,D), lengths (B,))`` -> ``(y (B,T',d_llm), lengths' (B,))``."""
+    """``forward(x (B,T,D), lengths (B,))`` -> ``(y (B,T',d_llm), lengths' (B,))``.
+
+    The model zeroes the frames of ``x`` past ``lengths`` before calling it, so a projector may
+    merge neighbouring frames without masking.
+    """
 
     @abstractmethod
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
