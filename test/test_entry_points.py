@@ -86,7 +86,7 @@ def test_print_config_shows_every_component_with_defaults(monkeypatch):
         "fs": 16000, "n_fft": 512, "win_length": 400, "hop_length": 160, "n_mels": 80, "output_size": 256,
         "attention_heads": 4, "linear_units": 1024, "num_blocks": 6, "dropout_rate": 0.1, "input_layer": "conv2d", "normalize": "utterance",
         "pitch": False, "pitch_conf": None, "embedding_state": False,
-        "specaug_conf": None, "encoder_conf": None, "freeze": False,
+        "specaug_conf": None, "encoder_conf": None, "freeze": False, "mask_padding": True,
     }
     assert conf["fusion"] == "static" and conf["fusion_conf"] == {"temperature": 1.0, "layer_norm": False}
     assert conf["gate"] is None and conf["gate_conf"] == {}
