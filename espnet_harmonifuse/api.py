@@ -85,7 +85,7 @@ class HarmoniFuse:
         _rebase_paths(args, config.parent)
         model = HarmoniFuseTask.build_model(args)
         load_state_dict_strict(model, mf, config)
-        logging.info(f"loaded {mf} with {config}")
+        logging.info(f"loaded {mf} with {config} on {device}")
         return cls(model.to(device), args, device)
 
     def task_index(self, task: str) -> int:

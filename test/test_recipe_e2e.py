@@ -12,20 +12,25 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def recipe_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("egs")
+def run_recipe(root: Path, *extra: str, timeout: int = 1200):
+    """Copy the mini_emo recipe under ``root`` and run all its stages at smoke-test size (+ ``extra``)."""
     (root / "egs2").mkdir()
     os.symlink(REPO / "egs2" / "TEMPLATE", root / "egs2" / "TEMPLATE")
     recipe = root / "egs2" / "mini_emo" / "harmonifuse1"
     shutil.copytree(REPO / "egs2" / "mini_emo" / "harmonifuse1", recipe, symlinks=True,
-                    ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads"))
+                    ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads", "bench"))
     # the quoted --gen_opts also checks that --local_data_opts is split like a shell line
     cmd = ["./run.sh", "--local_data_opts", "--size tiny --gen_opts '--ser_test 12'", "--train_config", "conf/tuning/train_smoke.yaml",
-           "--pretrain_config", "conf/tuning/pretrain_smoke.yaml", "--nbpe", "120", "--inference_nj", "2", "--inference_batch_size", "4"]
-    proc = subprocess.run(cmd, cwd=recipe, capture_output=True, text=True, timeout=1200)
+           "--pretrain_config", "conf/tuning/pretrain_smoke.yaml", "--nbpe", "120", "--inference_nj", "2", "--inference_batch_size", "4",
+           *extra]
+    proc = subprocess.run(cmd, cwd=recipe, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return recipe, recipe / "exp" / "train_smoke", proc
+
+
+@pytest.fixture(scope="module")
+def recipe_run(tmp_path_factory):
+    return run_recipe(tmp_path_factory.mktemp("egs"))
 
 
 def test_results_md_has_wer_and_ua(recipe_run):
