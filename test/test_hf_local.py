@@ -239,3 +239,30 @@ def test_tokenizer_larger_than_the_llm_vocab(hf_dirs, tmp_path):
     n = len(hf_dirs["tokenizer"])
     with pytest.raises(ValueError, match=rf"the tokenizer has {n} tokens but the LLM's embedding has 5 rows"):
         HarmoniFuseTask.build_model(args)
+
+
+def test_wavlm_large_layout_gives_an_utterance_the_same_states_in_any_batch():
+    """WavLM-Large's layout (layer-norm feature encoder, stable layer norm) with the padding mask, as
+    the IEMOCAP recipe runs it: an utterance's states alone equal its states next to longer ones."""
+    from transformers import AutoConfig, AutoModel
+
+    from espnet_harmonifuse.backbone.hf_ssl import HFSSLBackbone
+
+    cfg = AutoConfig.for_model(
+        "wavlm", hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        conv_dim=[32, 32], conv_kernel=[10, 3], conv_stride=[5, 2], num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2, feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True,
+    )
+    torch.manual_seed(0)
+    backbone = HFSSLBackbone(model_name_or_path=None, config=cfg.to_dict(), freeze=True)
+    waves = [torch.from_numpy(toy_wave(i, s)) for i, s in enumerate((0.3, 0.55, 0.8))]
+    speech = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
+    lengths = torch.tensor([len(w) for w in waves])
+    with torch.no_grad():
+        batched, blen = backbone(speech, lengths)
+        for i, w in enumerate(waves):
+            alone, alen = backbone(w[None], lengths[i : i + 1])
+            n = int(alen[0])
+            assert int(blen[i]) == n
+            for a, b in zip(alone, batched):
+                assert torch.allclose(a[0], b[i, :n], atol=1e-5), (i, float((a[0] - b[i, :n]).abs().max()))
