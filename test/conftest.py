@@ -135,3 +135,15 @@ def toy_corpus(tmp_path) -> Dict[str, Dict[str, str]]:
     asr = [(f"asr{i}", toy_wave(i), text) for i, text in enumerate(ASR_TEXTS)]
     ser = [(f"ser{i}", toy_wave(100 + i), emo) for i, emo in enumerate(EMOTIONS)]
     return {"asr": write_task_dir(tmp_path, "asr", asr), "ser": write_task_dir(tmp_path, "ser", ser)}
+
+
+def alone_and_batched(backbone, seconds=(0.4, 0.55, 0.9, 0.7)):
+    """Per utterance: (states alone, states in a padded batch), over every layer, valid frames only."""
+    waves = [torch.from_numpy(toy_wave(i, s)) for i, s in enumerate(seconds)]
+    speech = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
+    lengths = torch.tensor([len(w) for w in waves])
+    with torch.no_grad():
+        batched, blen = backbone(speech, lengths)
+        for i, w in enumerate(waves):
+            alone, alen = backbone(w[None], lengths[i : i + 1])
+            yield int(alen[0]), int(blen[i]), [(a[0], b[i, : int(alen[0])]) for a, b in zip(alone, batched)]

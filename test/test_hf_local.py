@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ASR_TEXTS, EMOTIONS, TINY_CONF, TINY_TASKS, toy_wave
+from conftest import ASR_TEXTS, EMOTIONS, TINY_CONF, TINY_TASKS, alone_and_batched, toy_wave
 
 pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
@@ -255,14 +255,7 @@ def test_wavlm_large_layout_gives_an_utterance_the_same_states_in_any_batch():
     )
     torch.manual_seed(0)
     backbone = HFSSLBackbone(model_name_or_path=None, config=cfg.to_dict(), freeze=True)
-    waves = [torch.from_numpy(toy_wave(i, s)) for i, s in enumerate((0.3, 0.55, 0.8))]
-    speech = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
-    lengths = torch.tensor([len(w) for w in waves])
-    with torch.no_grad():
-        batched, blen = backbone(speech, lengths)
-        for i, w in enumerate(waves):
-            alone, alen = backbone(w[None], lengths[i : i + 1])
-            n = int(alen[0])
-            assert int(blen[i]) == n
-            for a, b in zip(alone, batched):
-                assert torch.allclose(a[0], b[i, :n], atol=1e-5), (i, float((a[0] - b[i, :n]).abs().max()))
+    for n_alone, n_batched, pairs in alone_and_batched(backbone, (0.3, 0.55, 0.8)):
+        assert n_batched == n_alone
+        for alone, batched in pairs:
+            assert torch.allclose(alone, batched, atol=1e-5), float((alone - batched).abs().max())

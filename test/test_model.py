@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import ASR_TEXTS, EMOTIONS, TINY_TASKS, toy_wave
+from conftest import ASR_TEXTS, EMOTIONS, TINY_TASKS, alone_and_batched, toy_wave
 
 from espnet_harmonifuse.api import HarmoniFuse
 from espnet_harmonifuse.espnet_model import HarmoniFuseModel, pack
@@ -59,24 +59,12 @@ def test_conformer_feature_normalisation(make_args, normalize, gain_invariant):
     assert torch.allclose(a, b, atol=1e-3) == gain_invariant
 
 
-def _alone_and_batched(backbone, seconds=(0.4, 0.55, 0.9, 0.7)):
-    """Per utterance: (states alone, states in a padded batch), over every layer, valid frames only."""
-    waves = [torch.from_numpy(toy_wave(i, s)) for i, s in enumerate(seconds)]
-    speech = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
-    lengths = torch.tensor([len(w) for w in waves])
-    with torch.no_grad():
-        batched, blen = backbone(speech, lengths)
-        for i, w in enumerate(waves):
-            alone, alen = backbone(w[None], lengths[i : i + 1])
-            yield int(alen[0]), int(blen[i]), [(a[0], b[i, : int(alen[0])]) for a, b in zip(alone, batched)]
-
-
 @pytest.mark.parametrize("input_layer,pitch,normalize", [("conv2d", False, "utterance"), ("conv2d6", True, "frame")])
 def test_conformer_states_of_an_utterance_do_not_depend_on_its_batch(make_args, input_layer, pitch, normalize):
     """mask_padding (the default): the same states alone as next to longer utterances, in every layer."""
     conf = {"input_layer": input_layer, "pitch": pitch, "normalize": normalize, "embedding_state": True}
     backbone = HarmoniFuseTask.build_model(make_args(backbone_conf=conf)).backbone.eval()
-    for n_alone, n_batched, pairs in _alone_and_batched(backbone):
+    for n_alone, n_batched, pairs in alone_and_batched(backbone):
         assert n_batched == n_alone
         for alone, batched in pairs:
             assert torch.allclose(alone, batched, atol=1e-5), float((alone - batched).abs().max())
@@ -84,7 +72,7 @@ def test_conformer_states_of_an_utterance_do_not_depend_on_its_batch(make_args, 
     # more frames count as valid in a batch, and the states differ
     espnet = {**conf, "mask_padding": False, "encoder_conf": {"rel_pos_type": "legacy"}}
     backbone = HarmoniFuseTask.build_model(make_args(backbone_conf=espnet)).backbone.eval()
-    results = list(_alone_and_batched(backbone))
+    results = list(alone_and_batched(backbone))
     assert any(nb > na for na, nb, _ in results[:-1])
     assert max(float((a - b).abs().max()) for _, _, pairs in results[:-1] for a, b in pairs) > 1e-2
 
