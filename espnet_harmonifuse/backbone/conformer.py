@@ -127,6 +127,8 @@ class ConformerBackbone(AbsBackbone):
 
     def _exact_mask(self, _module, _inputs, out):
         """Forward hook of the subsampling layer: replace its mask by the exact one."""
+        if self._exact_lengths is None:  # called on its own, not from this backbone's forward
+            return out
         x, mask = out
         valid = torch.arange(mask.size(-1), device=mask.device)[None] < self._exact_lengths.to(mask.device)[:, None]
         self._valid = valid.unsqueeze(1)  # (B, 1, T')
@@ -134,6 +136,8 @@ class ConformerBackbone(AbsBackbone):
 
     def _zero_padding(self, _module, inputs):
         x = inputs[0]  # (B, C, T') inside a convolution module
+        if self._valid is None:
+            return inputs
         return (x * self._valid.to(x.dtype),) + tuple(inputs[1:])
 
     def train(self, mode: bool = True):
