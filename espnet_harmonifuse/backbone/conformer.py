@@ -11,6 +11,7 @@ from espnet2.layers.utterance_mvn import UtteranceMVN
 
 from espnet_harmonifuse.backbone.abs_backbone import AbsBackbone
 from espnet_harmonifuse.backbone.pitch import PitchFeatures
+from espnet_harmonifuse.utils.masking import lengths_to_mask
 
 
 class ConformerBackbone(AbsBackbone):
@@ -130,8 +131,7 @@ class ConformerBackbone(AbsBackbone):
         if self._exact_lengths is None:  # called on its own, not from this backbone's forward
             return out
         x, mask = out
-        valid = torch.arange(mask.size(-1), device=mask.device)[None] < self._exact_lengths.to(mask.device)[:, None]
-        self._valid = valid.unsqueeze(1)  # (B, 1, T')
+        self._valid = lengths_to_mask(self._exact_lengths.to(mask.device), mask.size(-1)).unsqueeze(1)  # (B, 1, T')
         return x, self._valid
 
     def _zero_padding(self, _module, inputs):
@@ -185,7 +185,7 @@ class ConformerBackbone(AbsBackbone):
         if self.mask_padding:
             self._exact_lengths = self._subsampled_lengths(feat_lengths)
             # no subsampling convolutions: the mask of the features (the hook replaces it otherwise)
-            self._valid = (torch.arange(feats.size(1), device=feats.device)[None] < feat_lengths[:, None]).unsqueeze(1)
+            self._valid = lengths_to_mask(feat_lengths, feats.size(1)).unsqueeze(1)
         try:
             (last, hidden), lengths, _ = self.encoder(feats, feat_lengths, return_all_hs=True)
         finally:
