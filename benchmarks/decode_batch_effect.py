@@ -41,7 +41,9 @@ def load(model_dir: Path, model_file: str, espnet_encoder: bool):
 
 
 def decode_set(hf, task: str, scp: Path, batch_size: int, order: str):
-    items = [line.split(maxsplit=1) for line in scp.read_text().splitlines() if line.strip()]
+    from espnet_harmonifuse.data.kaldi_dir import read_pairs
+
+    items = read_pairs(scp)
     if order == "length":
         items.sort(key=lambda kv: sf.info(kv[1]).frames)
     hyp = {}
@@ -53,11 +55,12 @@ def decode_set(hf, task: str, scp: Path, batch_size: int, order: str):
 
 
 def score(task: str, ref: Path, hyp: dict, labels):
+    from espnet_harmonifuse.data.kaldi_dir import write_kv
     from espnet_harmonifuse.scoring.score_files import score_asr_files, score_ser_files
 
     with tempfile.TemporaryDirectory() as tmp:
         text = Path(tmp) / "text"
-        text.write_text("".join(f"{k} {v}\n" for k, v in sorted(hyp.items())))
+        write_kv(text, hyp)
         if task == "asr":
             s = score_asr_files(ref, text, Path(tmp) / "score")
             return {"wer": round(s["wer"], 2), "cer": round(s["cer"], 2)}

@@ -8,6 +8,7 @@ import copy
 
 import pytest
 import torch
+from espnet2.torch_utils.device_funcs import to_device
 from conftest import ASR_TEXTS, EMOTIONS, toy_wave
 from test_hf_local import hf_dirs  # noqa: F401  (fixtures, shared)
 from test_model import batch_for, overfit_model  # noqa: F401
@@ -29,10 +30,6 @@ def exact_fp32():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
 
-def on(batch, device):
-    return {k: v.to(device) for k, v in batch.items()}
-
-
 def both_tasks(args):
     asr = batch_for(args, [(toy_wave(i, 0.4 + 0.1 * i), t) for i, t in enumerate(ASR_TEXTS)], 0)
     ser = batch_for(args, [(toy_wave(100 + i, 0.5), e) for i, e in enumerate(EMOTIONS)], 1)
@@ -49,7 +46,7 @@ def test_loss_and_gradients_on_cuda_equal_the_cpus(make_args, frozen):
     for batch in both_tasks(args):
         cpu.zero_grad(), gpu.zero_grad()
         want, stats, _ = cpu(**batch)
-        got, gstats, _ = gpu(**on(batch, "cuda"))
+        got, gstats, _ = gpu(**to_device(batch, "cuda"))
         assert got.device.type == "cuda"
         assert torch.allclose(got.cpu(), want, rtol=1e-4, atol=1e-5), (float(got), float(want))
         assert abs(float(gstats["acc"]) - float(stats["acc"])) < 1e-6
@@ -70,7 +67,7 @@ def test_state_cache_on_cuda(make_args):
     model = HarmoniFuseTask.build_model(args).cuda().eval()
     plain = HarmoniFuseTask.build_model(make_args(**FROZEN, model_conf={"prompt_sampling": "first"})).cuda().eval()
     plain.load_state_dict(model.state_dict())
-    batch = on(both_tasks(args)[0], "cuda")
+    batch = to_device(both_tasks(args)[0], "cuda")
     want = plain(**batch)[0]
     assert torch.allclose(model(**batch)[0], want)
     loss = model(**batch)[0]
@@ -101,7 +98,7 @@ def test_hf_backbone_and_lora_llm_train_under_autocast(hf_dirs, tmp_path, dtype)
     args = hf_args(tmp_path, hf_dirs)
     torch.manual_seed(0)
     model = HarmoniFuseTask.build_model(args).cuda().train()
-    batch = on(asr_batch(args, n=3), "cuda")
+    batch = to_device(asr_batch(args, n=3), "cuda")
     with torch.autocast("cuda", dtype=dtype):
         loss, stats, _ = model(**batch)
     assert torch.isfinite(loss) and stats["loss_asr"] > 0
