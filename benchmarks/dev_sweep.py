@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""Issue 4, item 5: what changes HarmoniFuse's dev scores on mini_emo, next to the seed spread?
+
+Trains several variants of the recipe's HarmoniFuse config (and the naive multi-task config) in
+parallel, each through the recipe itself (``./run.sh --stage 6 --stop_stage 8``), decodes dev and
+test, and writes one table. Choose on the dev columns; the test columns are reported, not tuned on.
+The seeds of the unchanged configs give the spread that any other difference must beat.
+
+    cd egs2/mini_emo/harmonifuse1
+    python ../../../benchmarks/dev_sweep.py --parallel 13 --ngpu 1 --out sweep_out   # a GPU machine
+    python ../../../benchmarks/dev_sweep.py --only hf_s0,hf_lr1e-3 --parallel 1     # here: slow
+
+The recipe's stages 1-5 must have run (data, tokenizer, stats under ``--expdir``), and the
+encoder pre-training (``<expdir>/pretrain/done``) too: ``./run.sh --stage 1 --stop_stage 6
+--pretrain_only true --expdir <expdir>``, or a copy of another run's ``pretrain/``.
+"""
+
+import argparse
+import json
+import os
+import re
+import shlex
+import statistics
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Dict, List, NamedTuple, Optional
+
+import yaml
+
+HF = "conf/train.yaml"
+NAIVE = "conf/tuning/train_naive_multitask.yaml"
+
+
+class Variant(NamedTuple):
+    base: str  # recipe config it starts from
+    edits: Dict[str, Any]  # "<block>.<key>" (or a top-level key) -> value
+    seed: int
+    what: str
+
+
+VARIANTS: Dict[str, Variant] = {
+    **{f"hf_s{k}": Variant(HF, {}, k, f"HarmoniFuse as in conf/train.yaml, seed {k}") for k in range(3)},
+    **{f"naive_s{k}": Variant(NAIVE, {}, k, f"naive multi-task, seed {k}") for k in range(3)},
+    "hf_lr1e-3": Variant(HF, {"optim_conf.lr": 0.001}, 0, "learning rate 0.001 (not 0.002)"),
+    "hf_lr4e-3": Variant(HF, {"optim_conf.lr": 0.004}, 0, "learning rate 0.004"),
+    "hf_gate_open": Variant(HF, {"gate_conf.init_bias": 4.0}, 0, "gate starts near open: bias 4 (sigmoid .98; default 2, .88)"),
+    "hf_gate_half": Variant(HF, {"gate_conf.init_bias": 0.0}, 0, "gate starts half open: bias 0 (sigmoid .5)"),
+    "hf_asr2_ser1": Variant(HF, {"multitask_schedule": "ratio", "multitask_ratio": {"asr": 2, "ser": 1}}, 0,
+                            "interleaving 2 ASR batches : 1 SER batch (default 1:1)"),
+    "hf_asr1_ser2": Variant(HF, {"multitask_schedule": "ratio", "multitask_ratio": {"asr": 1, "ser": 2}}, 0,
+                            "interleaving 1 ASR batch : 2 SER batches"),
+    "hf_uncentred": Variant(HF, {"model_conf.center_prompts": False}, 0,
+                            "prompt pooling: plain mean of the prompt embeddings (not centred over tasks)"),
+    "hf_temp2": Variant(HF, {"fusion_conf.temperature": 2.0}, 0,
+                        "fusion softmax temperature 2 (weights stay nearer their uniform start)"),
+}
+SETS = {"asr": ("asr_dev", "asr_test"), "ser": ("ser_dev", "ser_test")}
+
+
+def edited_config(recipe: Path, v: Variant) -> Dict[str, Any]:
+    out = yaml.safe_load((recipe / v.base).read_text())
+    for key, value in v.edits.items():
+        block, _, leaf = key.rpartition(".")
+        if block and not isinstance(out.get(block), dict):
+            raise KeyError(f"{v.base} has no {block} block for {key} (the sweep's variants are out of date)")
+        (out[block] if block else out)[leaf] = value
+    return out
+
+
+def scores(model_dir: Path) -> Dict[str, float]:
+    out: Dict[str, float] = {}
+    for task, sets in SETS.items():
+        for dset in sets:
+            sub = "score_wer" if task == "asr" else "score_ser"
+            p = model_dir / "decode_sweep" / dset / sub / "scores.json"
+            if p.is_file():
+                s = json.loads(p.read_text())
+                keys = ("wer", "cer") if task == "asr" else ("ua", "wa", "macro_f1")
+                out.update({f"{dset}.{k}": round(float(s[k]), 2) for k in keys})
+    return out
+
+
+def run_one(name: str, v: Variant, args, deadline: float) -> Dict[str, Any]:
+    recipe, expdir = Path("."), Path(args.expdir)
+    conf_path = expdir / "sweep_conf" / f"{name}.yaml"
+    conf_path.parent.mkdir(parents=True, exist_ok=True)
+    conf_path.write_text(f"# dev_sweep variant {name}: {v.what} (from {v.base})\n"
+                         + yaml.safe_dump(edited_config(recipe, v), sort_keys=False))
+    cmd = ["./run.sh", "--stage", "6", "--stop_stage", "8", "--expdir", str(expdir),
+           "--train_config", str(conf_path), "--model_tag", name, "--inference_tag", "sweep",
+           "--ngpu", str(args.ngpu), "--inference_ngpu", str(args.ngpu), "--inference_nj", "1",
+           "--asr_test_sets", " ".join(SETS["asr"]), "--ser_test_sets", " ".join(SETS["ser"]),
+           "--train_args", f"--seed {v.seed}", *shlex.split(args.recipe_args)]
+    log = expdir / name / "sweep.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    rec: Dict[str, Any] = {"name": name, "what": v.what, "base": v.base, "edits": v.edits, "seed": v.seed}
+    if time.time() >= deadline:
+        return {**rec, "status": "not started (deadline)"}
+    t0 = time.time()
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    with open(log, "a") as f:
+        f.write(f"# {shlex.join(cmd)}\n")
+        f.flush()
+        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                             start_new_session=True)
+        try:
+            rc = p.wait(timeout=max(1.0, deadline - time.time()))
+            status = "done" if rc == 0 else f"failed (code {rc}, log {log})"
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            status = "killed at the deadline"
+    rec.update(status=status, seconds=round(time.time() - t0, 1), **scores(expdir / name))
+    print(f"{name}: {status} in {rec['seconds']} s {json.dumps(scores(expdir / name))}", flush=True)
+    return rec
+
+
+_EPOCH = re.compile(r"(\d+)epoch results: .*\[valid\] (.*)")
+CURVE_KEYS = ("loss_asr", "acc_asr", "loss_ser", "acc_ser")
+
+
+def valid_curves(train_log: Path) -> Dict[int, Dict[str, float]]:
+    """ESPnet's validation stats per epoch, read from a train.log (a run cut short too)."""
+    out = {}
+    for line in train_log.read_text(errors="replace").splitlines():
+        m = _EPOCH.search(line)
+        if m:
+            stats = dict(re.findall(r"(\w+)=([-+.\de]+)", m.group(2)))
+            out[int(m.group(1))] = {k: float(stats[k]) for k in CURVE_KEYS if k in stats}
+    return out
+
+
+def summarise_logs(expdir: Path, epoch: int, out: Optional[Path] = None) -> str:
+    """Dev loss / token accuracy per task of every variant at one epoch, and mean (sd) over the
+    seeds of the unchanged configs: for runs that did not reach the end (a deadline). With ``out``,
+    also every epoch's stats as ``out/dev_curves.json``."""
+    rows, seeds, curves = [], {}, {}
+    for name in VARIANTS:
+        log = expdir / name / "train.log"
+        curves[name] = valid_curves(log) if log.is_file() else {}
+        v = curves[name].get(epoch)
+        if v is None:
+            continue
+        rows.append(f"| {name} | {VARIANTS[name].what} | " + " | ".join(f"{v[k]:.3f}" for k in CURVE_KEYS) + " |")
+        base = re.fullmatch(r"(\w+)_s\d", name)
+        if base:
+            seeds.setdefault(base.group(1), []).append(v)
+    for base, vs in seeds.items():
+        if len(vs) > 1:
+            cells = [f"{statistics.mean(x[k] for x in vs):.3f} ({statistics.stdev(x[k] for x in vs):.3f})"
+                     for k in CURVE_KEYS]
+            rows.append(f"| {base}, mean (sd) of {len(vs)} seeds | | " + " | ".join(cells) + " |")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "dev_curves.json").write_text(json.dumps({n: c for n, c in curves.items() if c}, indent=1))
+    head = [f"Dev (valid) stats at epoch {epoch}, teacher-forced", "",
+            "| variant | what | " + " | ".join(CURVE_KEYS) + " |", "|---|---|" + "---:|" * len(CURVE_KEYS)]
+    return "\n".join(head + rows) + "\n"
+
+
+def markdown(records: List[Dict[str, Any]]) -> str:
+    cols = ["asr_dev.wer", "ser_dev.ua", "ser_dev.macro_f1", "asr_test.wer", "asr_test.cer", "ser_test.ua",
+            "ser_test.macro_f1"]
+    lines = ["| variant | what | " + " | ".join(cols) + " | s |", "|---|---|" + "---:|" * (len(cols) + 1)]
+    for r in records:
+        vals = [f"{r[c]:.2f}" if c in r else "-" for c in cols]
+        lines.append(f"| {r['name']} | {r['what']} | " + " | ".join(vals) + f" | {r.get('seconds', '-')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", default="", help="comma list of variants (default: all): " + ", ".join(VARIANTS))
+    p.add_argument("--expdir", default="exp/dev_sweep", help="recipe expdir holding stats/ and pretrain/")
+    p.add_argument("--parallel", type=int, default=1, help="runs at a time")
+    p.add_argument("--threads", type=int, default=1, help="OMP threads per run")
+    p.add_argument("--ngpu", type=int, default=0)
+    p.add_argument("--deadline_s", type=float, default=1e9, help="kill what still runs after this many seconds")
+    p.add_argument("--recipe_args", default="", help="extra run.sh options")
+    p.add_argument("--out", default="dev_sweep_out", help="dir for sweep.json and sweep.md")
+    p.add_argument("--summarise_epoch", type=int, default=0,
+                   help="train nothing: print every variant's dev stats at this epoch from <expdir>/*/train.log "
+                        "and write all epochs' to <out>/dev_curves.json")
+    args = p.parse_args(argv)
+    if args.summarise_epoch:
+        print(summarise_logs(Path(args.expdir), args.summarise_epoch, Path(args.out)))
+        return 0
+    names = [n for n in args.only.split(",") if n] or list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+    if not (Path(args.expdir) / "pretrain" / "done").is_file():
+        p.error(f"{args.expdir}/pretrain/done is missing: pre-train the encoder first (see --help)")
+    deadline = time.time() + args.deadline_s
+    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+        records = list(pool.map(lambda n: run_one(n, VARIANTS[n], args, deadline), names))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.json").write_text(json.dumps(records, indent=1))
+    (out / "sweep.md").write_text(markdown(records))
+    print(markdown(records))
+    return 0 if all(r["status"] == "done" for r in records) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
