@@ -47,6 +47,7 @@ VARIANTS: Dict[str, Variant] = {
     **{f"naive_s{k}": Variant(NAIVE, {}, k, f"naive multi-task, seed {k}") for k in range(3)},
     "hf_lr1e-3": Variant(HF, {"optim_conf.lr": 0.001}, 0, "learning rate 0.001 (not 0.002)"),
     "hf_lr4e-3": Variant(HF, {"optim_conf.lr": 0.004}, 0, "learning rate 0.004"),
+    "naive_lr1e-3": Variant(NAIVE, {"optim_conf.lr": 0.001}, 0, "naive multi-task, learning rate 0.001"),
     "hf_gate_open": Variant(HF, {"gate_conf.init_bias": 4.0}, 0, "gate starts near open: bias 4 (sigmoid .98; default 2, .88)"),
     "hf_gate_half": Variant(HF, {"gate_conf.init_bias": 0.0}, 0, "gate starts half open: bias 0 (sigmoid .5)"),
     "hf_asr2_ser1": Variant(HF, {"multitask_schedule": "ratio", "multitask_ratio": {"asr": 2, "ser": 1}}, 0,
