@@ -27,7 +27,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import yaml
 
@@ -162,6 +162,17 @@ def summarise_logs(expdir: Path, epoch: int, out: Optional[Path] = None) -> str:
     return "\n".join(head + rows) + "\n"
 
 
+def jobs(names: List[str], seeds: str) -> List[Tuple[str, Variant]]:
+    """(run name, variant) for each variant, at its own seed or at each of ``seeds`` ("0,1"):
+    a variant run at another seed than its own is named ``<variant>_seed<k>``."""
+    out = []
+    for n in names:
+        v = VARIANTS[n]
+        for k in [int(x) for x in seeds.split(",") if x.strip()] or [v.seed]:
+            out.append((n if k == v.seed else f"{n}_seed{k}", v._replace(seed=k)))
+    return out
+
+
 def markdown(records: List[Dict[str, Any]]) -> str:
     cols = ["asr_dev.wer", "ser_dev.ua", "ser_dev.macro_f1", "asr_test.wer", "asr_test.cer", "ser_test.ua",
             "ser_test.macro_f1"]
@@ -176,6 +187,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", default="", help="comma list of variants (default: all): " + ", ".join(VARIANTS))
     p.add_argument("--expdir", default="exp/dev_sweep", help="recipe expdir holding stats/ and pretrain/")
+    p.add_argument("--seeds", default="", help="run each variant at these seeds (default: its own)")
     p.add_argument("--parallel", type=int, default=1, help="runs at a time")
     p.add_argument("--threads", type=int, default=1, help="OMP threads per run")
     p.add_argument("--ngpu", type=int, default=0)
@@ -197,7 +209,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error(f"{args.expdir}/pretrain/done is missing: pre-train the encoder first (see --help)")
     deadline = time.time() + args.deadline_s
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
-        records = list(pool.map(lambda n: run_one(n, VARIANTS[n], args, deadline), names))
+        records = list(pool.map(lambda job: run_one(*job, args, deadline), jobs(names, args.seeds)))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.json").write_text(json.dumps(records, indent=1))

@@ -388,6 +388,10 @@ def test_dev_sweep_variants_change_only_their_keys(monkeypatch):
         touched = {k.rpartition(".")[0] or k for k in v.edits}
         assert {k: x for k, x in new.items() if k not in touched} == \
             {k: x for k, x in base.items() if k not in touched}, name
+    # --seeds: a variant at another seed than its own gets its own run name (and only the seed differs)
+    assert [(n, v.seed) for n, v in ds.jobs(["hf_lr1e-3", "hf_s1"], "1,2")] == \
+        [("hf_lr1e-3_seed1", 1), ("hf_lr1e-3_seed2", 2), ("hf_s1", 1), ("hf_s1_seed2", 2)]
+    assert ds.jobs(["hf_s1"], "")[0][1] == ds.VARIANTS["hf_s1"]
     with pytest.raises(KeyError, match="no nonexistent_conf block"):
         ds.edited_config(Path("."), ds.Variant(ds.HF, {"nonexistent_conf.x": 1}, 0, "bad"))
 
