@@ -31,6 +31,8 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import yaml
 
+from espnet_harmonifuse.benchmark.plan import TASK_SCORE_DIR
+
 HF = "conf/train.yaml"
 NAIVE = "conf/tuning/train_naive_multitask.yaml"
 
@@ -76,8 +78,7 @@ def scores(model_dir: Path) -> Dict[str, float]:
     out: Dict[str, float] = {}
     for task, sets in SETS.items():
         for dset in sets:
-            sub = "score_wer" if task == "asr" else "score_ser"
-            p = model_dir / "decode_sweep" / dset / sub / "scores.json"
+            p = model_dir / "decode_sweep" / dset / TASK_SCORE_DIR[task] / "scores.json"
             if p.is_file():
                 s = json.loads(p.read_text())
                 keys = ("wer", "cer") if task == "asr" else ("ua", "wa", "macro_f1")
@@ -114,8 +115,9 @@ def run_one(name: str, v: Variant, args, deadline: float) -> Dict[str, Any]:
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
             status = "killed at the deadline"
-    rec.update(status=status, seconds=round(time.time() - t0, 1), **scores(expdir / name))
-    print(f"{name}: {status} in {rec['seconds']} s {json.dumps(scores(expdir / name))}", flush=True)
+    got = scores(expdir / name)
+    rec.update(status=status, seconds=round(time.time() - t0, 1), **got)
+    print(f"{name}: {status} in {rec['seconds']} s {json.dumps(got)}", flush=True)
     return rec
 
 

@@ -416,3 +416,14 @@ def test_dev_sweep_summarises_cut_runs_from_train_logs(tmp_path):
     curves = json.loads((tmp_path / "out" / "dev_curves.json").read_text())
     assert curves["hf_lr1e-3"] == {"1": {"loss_asr": 2.0, "acc_asr": 0.8, "loss_ser": 1.0, "acc_ser": 0.7}}
     assert curves["hf_s1"]["2"]["loss_ser"] == 0.2
+
+
+def test_dev_sweep_reads_dev_and_test_scores(tmp_path):
+    ds = _dev_sweep_module()
+    files = {("asr_dev", "score_wer"): {"wer": 19.234, "cer": 12.0}, ("ser_test", "score_ser"): {"ua": 69.0, "wa": 70.0, "macro_f1": 68.75}}
+    for (dset, sub), s in files.items():
+        p = tmp_path / "decode_sweep" / dset / sub / "scores.json"
+        p.parent.mkdir(parents=True)
+        p.write_text(json.dumps(s))
+    assert ds.scores(tmp_path) == {"asr_dev.wer": 19.23, "asr_dev.cer": 12.0, "ser_test.ua": 69.0,
+                                   "ser_test.wa": 70.0, "ser_test.macro_f1": 68.75}
