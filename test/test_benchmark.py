@@ -420,7 +420,8 @@ def test_dev_sweep_summarises_cut_runs_from_train_logs(tmp_path):
 
 def test_dev_sweep_reads_dev_and_test_scores(tmp_path):
     ds = _dev_sweep_module()
-    files = {("asr_dev", "score_wer"): {"wer": 19.234, "cer": 12.0}, ("ser_test", "score_ser"): {"ua": 69.0, "wa": 70.0, "macro_f1": 68.75}}
+    files = {("asr_dev", "score_wer"): {"wer": 19.234, "cer": 12.0},
+             ("ser_test", "score_ser"): {"ua": 69.0, "wa": 70.0, "macro_f1": 68.75}}
     for (dset, sub), s in files.items():
         p = tmp_path / "decode_sweep" / dset / sub / "scores.json"
         p.parent.mkdir(parents=True)
