@@ -31,7 +31,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import yaml
 
-from espnet_harmonifuse.benchmark.plan import TASK_SCORE_DIR
+from espnet_harmonifuse.benchmark.plan import TASK_METRICS, TASK_SCORE_DIR
 
 HF = "conf/train.yaml"
 NAIVE = "conf/tuning/train_naive_multitask.yaml"
@@ -82,8 +82,7 @@ def scores(model_dir: Path) -> Dict[str, float]:
             p = model_dir / "decode_sweep" / dset / TASK_SCORE_DIR[task] / "scores.json"
             if p.is_file():
                 s = json.loads(p.read_text())
-                keys = ("wer", "cer") if task == "asr" else ("ua", "wa", "macro_f1")
-                out.update({f"{dset}.{k}": round(float(s[k]), 2) for k in keys})
+                out.update({f"{dset}.{k}": round(float(s[k]), 2) for k in TASK_METRICS[task]})
     return out
 
 

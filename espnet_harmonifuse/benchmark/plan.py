@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 TASK_SCORE_DIR = {"asr": "score_wer", "ser": "score_ser"}
+TASK_METRICS = {"asr": ("wer", "cer"), "ser": ("ua", "wa", "macro_f1")}  # read from each scores.json
 DECODE_TAG = "bench"
 RECORD = "bench_run.json"
 

@@ -17,6 +17,7 @@ from espnet_harmonifuse.benchmark.plan import (
     ESPNET_DECODE_CONFIG,
     RECORD,
     SYSTEMS,
+    TASK_METRICS,
     TASK_SCORE_DIR,
     Context,
     Run,
@@ -160,8 +161,7 @@ def metrics_of(run: Run, ctx: Context) -> Dict[str, float]:
     for task, p in expected_scores(run.run_dir, run.system, ctx.sets).items():
         if p.is_file():
             sc = json.loads(p.read_text())
-            keys = ("wer", "cer") if task == "asr" else ("ua", "wa", "macro_f1")
-            out.update({k: sc[k] for k in keys})
+            out.update({k: sc[k] for k in TASK_METRICS[task]})
     return out
 
 

@@ -25,6 +25,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from espnet_harmonifuse.benchmark.plan import TASK_METRICS
+
 METRICS = {  # key -> (column header, task)
     "wer": ("WER", "asr"), "cer": ("CER", "asr"),
     "ua": ("SER UA", "ser"), "wa": ("SER WA", "ser"), "macro_f1": ("SER macro-F1", "ser"),
@@ -48,7 +50,7 @@ def collect(bench_dir: Path) -> List[Dict]:
         metrics: Dict[str, float] = {}
         for p in sorted(d.glob("decode_bench/*/score_*/scores.json")):
             sc = json.loads(p.read_text())
-            keys = ("wer", "cer") if sc.get("kind") == "asr" else ("ua", "wa", "macro_f1")
+            keys = TASK_METRICS["asr" if sc.get("kind") == "asr" else "ser"]
             metrics.update({k: float(sc[k]) for k in keys if k in sc})
         rec_path = d / "bench_run.json"
         rec = json.loads(rec_path.read_text()) if rec_path.is_file() else {}
