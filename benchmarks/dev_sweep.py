@@ -61,6 +61,9 @@ VARIANTS: Dict[str, Variant] = {
                             "prompt pooling: plain mean of the prompt embeddings (not centred over tasks)"),
     "hf_temp2": Variant(HF, {"fusion_conf.temperature": 2.0}, 0,
                         "fusion softmax temperature 2 (weights stay nearer their uniform start)"),
+    # issue 3: the recipe's run takes 19.5 of its 25 minutes; 35 epochs is what the rest affords
+    "hf_e35": Variant(HF, {"max_epoch": 35}, 0, "35 epochs (not 25)"),
+    "hf_e35_lr1e-3": Variant(HF, {"max_epoch": 35, "optim_conf.lr": 0.001}, 0, "35 epochs, learning rate 0.001"),
 }
 SETS = {"asr": ("asr_dev", "asr_test"), "ser": ("ser_dev", "ser_test")}
 
@@ -75,11 +78,11 @@ def edited_config(recipe: Path, v: Variant) -> Dict[str, Any]:
     return out
 
 
-def scores(model_dir: Path) -> Dict[str, float]:
+def scores(model_dir: Path, tag: str = "sweep") -> Dict[str, float]:
     out: Dict[str, float] = {}
     for task, sets in SETS.items():
         for dset in sets:
-            p = model_dir / "decode_sweep" / dset / TASK_SCORE_DIR[task] / "scores.json"
+            p = model_dir / f"decode_{tag}" / dset / TASK_SCORE_DIR[task] / "scores.json"
             if p.is_file():
                 s = json.loads(p.read_text())
                 out.update({f"{dset}.{k}": round(float(s[k]), 2) for k in TASK_METRICS[task]})
@@ -97,6 +100,9 @@ def run_one(name: str, v: Variant, args, deadline: float) -> Dict[str, Any]:
            "--ngpu", str(args.ngpu), "--inference_ngpu", str(args.ngpu), "--inference_nj", "1",
            "--asr_test_sets", " ".join(SETS["asr"]), "--ser_test_sets", " ".join(SETS["ser"]),
            "--train_args", f"--seed {v.seed}", *shlex.split(args.recipe_args)]
+    # the same model decoded again with each beam size in --beams (stages 7-8 only)
+    cmds = [cmd] + [[*cmd[:2], "7", *cmd[3:], "--inference_tag", f"sweep_beam{b}",
+                     "--inference_args", f"--beam_size {b}"] for b in beam_sizes(args.beams)]
     log = expdir / name / "sweep.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     rec: Dict[str, Any] = {"name": name, "what": v.what, "base": v.base, "edits": v.edits, "seed": v.seed}
@@ -104,21 +110,34 @@ def run_one(name: str, v: Variant, args, deadline: float) -> Dict[str, Any]:
         return {**rec, "status": "not started (deadline)"}
     t0 = time.time()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    status = "done"
     with open(log, "a") as f:
-        f.write(f"# {shlex.join(cmd)}\n")
-        f.flush()
-        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                             start_new_session=True)
-        try:
-            rc = p.wait(timeout=max(1.0, deadline - time.time()))
-            status = "done" if rc == 0 else f"failed (code {rc}, log {log})"
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            status = "killed at the deadline"
+        for c in cmds:
+            if status != "done" or time.time() >= deadline:
+                break
+            f.write(f"# {shlex.join(c)}\n")
+            f.flush()
+            p = subprocess.Popen(c, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                 start_new_session=True)
+            try:
+                rc = p.wait(timeout=max(1.0, deadline - time.time()))
+                status = "done" if rc == 0 else f"failed (code {rc}, log {log})"
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                status = "killed at the deadline"
+            if c is cmd:
+                rec["seconds"] = round(time.time() - t0, 1)
     got = scores(expdir / name)
-    rec.update(status=status, seconds=round(time.time() - t0, 1), **got)
+    for b in beam_sizes(args.beams):
+        if scores(expdir / name, f"sweep_beam{b}"):
+            rec[f"beam{b}"] = scores(expdir / name, f"sweep_beam{b}")
+    rec.update(status=status, **got)
     print(f"{name}: {status} in {rec['seconds']} s {json.dumps(got)}", flush=True)
     return rec
+
+
+def beam_sizes(beams: str) -> List[int]:
+    return [int(b) for b in beams.split(",") if b.strip() and int(b) > 1]
 
 
 _EPOCH = re.compile(r"(\d+)epoch results: .*\[valid\] (.*)")
@@ -136,21 +155,33 @@ def valid_curves(train_log: Path) -> Dict[int, Dict[str, float]]:
     return out
 
 
+def sweep_runs(expdir: Path) -> List[Tuple[str, str]]:
+    """(run name, variant) of every run dir under ``expdir``: a variant at its own seed, or one of
+    its ``--seeds`` reruns (``<variant>_seed<k>``), in the order of VARIANTS, then of the seed."""
+    found = []
+    for d in Path(expdir).iterdir() if Path(expdir).is_dir() else []:
+        m = re.fullmatch(r"(.+)_seed(\d+)", d.name)
+        variant, k = (m.group(1), int(m.group(2))) if m and m.group(1) in VARIANTS else (d.name, -1)
+        if variant in VARIANTS and d.is_dir():
+            found.append((list(VARIANTS).index(variant), k, d.name, variant))
+    return [(name, variant) for _, _, name, variant in sorted(found)]
+
+
 def summarise_logs(expdir: Path, epoch: int, out: Optional[Path] = None) -> str:
-    """Dev loss / token accuracy per task of every variant at one epoch, and mean (sd) over the
-    seeds of the unchanged configs: for runs that did not reach the end (a deadline). With ``out``,
-    also every epoch's stats as ``out/dev_curves.json``."""
+    """Dev loss / token accuracy per task of every run at one epoch, and mean (sd) over the seeds of
+    a config (``hf_s0..2``, or a variant and its ``_seed<k>`` reruns): for runs that did not reach
+    the end (a deadline). With ``out``, also every epoch's stats as ``out/dev_curves.json``."""
     rows, seeds, curves = [], {}, {}
-    for name in VARIANTS:
+    for name, variant in sweep_runs(expdir):
         log = expdir / name / "train.log"
         curves[name] = valid_curves(log) if log.is_file() else {}
         v = curves[name].get(epoch)
         if v is None:
             continue
-        rows.append(f"| {name} | {VARIANTS[name].what} | " + " | ".join(f"{v[k]:.3f}" for k in CURVE_KEYS) + " |")
-        base = re.fullmatch(r"(\w+)_s\d", name)
-        if base:
-            seeds.setdefault(base.group(1), []).append(v)
+        rows.append(f"| {name} | {VARIANTS[variant].what} | " + " | ".join(f"{v[k]:.3f}" for k in CURVE_KEYS)
+                    + " |")
+        base = re.fullmatch(r"(\w+)_s\d", variant)
+        seeds.setdefault(base.group(1) if base else variant, []).append(v)
     for base, vs in seeds.items():
         if len(vs) > 1:
             cells = [f"{statistics.mean(x[k] for x in vs):.3f} ({statistics.stdev(x[k] for x in vs):.3f})"
@@ -182,6 +213,9 @@ def markdown(records: List[Dict[str, Any]]) -> str:
     for r in records:
         vals = [f"{r[c]:.2f}" if c in r else "-" for c in cols]
         lines.append(f"| {r['name']} | {r['what']} | " + " | ".join(vals) + f" | {r.get('seconds', '-')} |")
+        for b in sorted(int(k[4:]) for k in r if re.fullmatch(r"beam\d+", k)):
+            vals = [f"{r[f'beam{b}'][c]:.2f}" if c in r[f"beam{b}"] else "-" for c in cols]
+            lines.append(f"| {r['name']} | the same model, beam {b} | " + " | ".join(vals) + " | - |")
     return "\n".join(lines) + "\n"
 
 
@@ -195,6 +229,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--ngpu", type=int, default=0)
     p.add_argument("--deadline_s", type=float, default=1e9, help="kill what still runs after this many seconds")
     p.add_argument("--recipe_args", default="", help="extra run.sh options")
+    p.add_argument("--beams", default="", help="also decode each trained model with these beam sizes (\"4,8\"); "
+                   "the default decoding is greedy")
     p.add_argument("--out", default="dev_sweep_out", help="dir for sweep.json and sweep.md")
     p.add_argument("--summarise_epoch", type=int, default=0,
                    help="train nothing: print every variant's dev stats at this epoch from <expdir>/*/train.log "

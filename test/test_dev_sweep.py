@@ -54,8 +54,13 @@ def test_dev_sweep_summarises_cut_runs_from_train_logs(tmp_path):
     log("hf_s0", [(2.0, 1.0), (0.6, 0.4)])
     log("hf_s1", [(2.0, 1.0), (0.8, 0.2)])
     log("hf_lr1e-3", [(2.0, 1.0)])  # cut before epoch 2: not in the epoch-2 table
+    log("hf_e35_seed1", [(2.0, 1.0), (0.5, 0.3)])  # a --seeds rerun: listed after its variant, and pooled
+    log("hf_e35", [(2.0, 1.0), (0.7, 0.5)])
+    (tmp_path / "logs").mkdir()  # the recipe's own dirs are no runs
     md = ds.summarise_logs(tmp_path, 2, tmp_path / "out")
-    assert "| hf_s0 |" in md and "hf_lr1e-3" not in md
+    assert "| hf_s0 |" in md and "hf_lr1e-3" not in md and "| logs |" not in md
+    assert md.index("| hf_e35 |") < md.index("| hf_e35_seed1 | 35 epochs") < md.index("| hf_e35, mean")
+    assert "| hf_e35, mean (sd) of 2 seeds | | 0.600 (0.141) |" in md
     assert "| hf, mean (sd) of 2 seeds | | 0.700 (0.141) | 0.800 (0.000) | 0.300 (0.141) | 0.700 (0.000) |" in md
     curves = json.loads((tmp_path / "out" / "dev_curves.json").read_text())
     assert curves["hf_lr1e-3"] == {"1": {"loss_asr": 2.0, "acc_asr": 0.8, "loss_ser": 1.0, "acc_ser": 0.7}}
@@ -72,3 +77,37 @@ def test_dev_sweep_reads_dev_and_test_scores(tmp_path):
         p.write_text(json.dumps(s))
     assert ds.scores(tmp_path) == {"asr_dev.wer": 19.23, "asr_dev.cer": 12.0, "ser_test.ua": 69.0,
                                    "ser_test.wa": 70.0, "ser_test.macro_f1": 68.75}
+
+
+def test_dev_sweep_decodes_each_trained_model_again_with_each_beam(tmp_path, monkeypatch):
+    """--beams 4: after training and the greedy decode, stages 7-8 run once more with --beam_size 4
+    under their own tag, and the record keeps both decodes apart."""
+    import argparse
+
+    ds = _dev_sweep_module()
+    monkeypatch.chdir(RECIPE)
+    calls = []
+
+    class FakePopen:
+        def __init__(self, cmd, **kw):
+            calls.append(cmd)
+            tag = cmd[len(cmd) - 1 - cmd[::-1].index("--inference_tag") + 1]  # the last --inference_tag wins
+            wer = 20.0 if tag == "sweep" else 18.5
+            p = tmp_path / "exp" / "hf_e35" / f"decode_{tag}" / "asr_dev" / "score_wer" / "scores.json"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(json.dumps({"wer": wer, "cer": 10.0}))
+            self.pid = 0
+
+        def wait(self, timeout=None):
+            return 0
+
+    monkeypatch.setattr(ds.subprocess, "Popen", FakePopen)
+    args = argparse.Namespace(expdir=str(tmp_path / "exp"), ngpu=0, threads=1, recipe_args="", beams="1,4")
+    rec = ds.run_one("hf_e35", ds.VARIANTS["hf_e35"], args, deadline=1e18)
+    assert len(calls) == 2
+    assert calls[0][:4] == ["./run.sh", "--stage", "6", "--stop_stage"]
+    assert calls[1][:5] == ["./run.sh", "--stage", "7", "--stop_stage", "8"]
+    assert calls[1][-4:] == ["--inference_tag", "sweep_beam4", "--inference_args", "--beam_size 4"]
+    assert rec["status"] == "done"
+    assert rec["asr_dev.wer"] == 20.0 and rec["beam4"] == {"asr_dev.wer": 18.5, "asr_dev.cer": 10.0}
+    assert "| hf_e35 | the same model, beam 4 | 18.50 |" in ds.markdown([rec])
