@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Issue 4, item 5: what changes HarmoniFuse's dev scores on mini_emo, next to the seed spread?
 
-Trains several variants of the recipe's HarmoniFuse config (and the naive multi-task config) in
+Trains several variants of the benchmark's HarmoniFuse config (and the naive multi-task config) in
 parallel, each through the recipe itself (``./run.sh --stage 6 --stop_stage 8``), decodes dev and
 test, and writes one table. Choose on the dev columns; the test columns are reported, not tuned on.
 The seeds of the unchanged configs give the spread that any other difference must beat.
@@ -33,7 +33,7 @@ import yaml
 
 from espnet_harmonifuse.benchmark.plan import TASK_METRICS, TASK_SCORE_DIR
 
-HF = "conf/train.yaml"
+HF = "conf/tuning/train_harmonifuse.yaml"  # the benchmark's HarmoniFuse: 25 epochs at lr 0.002
 NAIVE = "conf/tuning/train_naive_multitask.yaml"
 
 

@@ -27,7 +27,7 @@ class System:
 SYSTEMS: Dict[str, System] = {
     s.name: s
     for s in [
-        System("harmonifuse", "harmonifuse", ("asr", "ser"), "conf/train.yaml",
+        System("harmonifuse", "harmonifuse", ("asr", "ser"), "conf/tuning/train_harmonifuse.yaml",
                "HarmoniFuse (prompt-adaptive fusion + task gate)"),
         System("static_fusion", "harmonifuse", ("asr", "ser"), "conf/tuning/train_static_fusion.yaml",
                "HarmoniFuse, static fusion"),
@@ -174,4 +174,13 @@ def config_digest(system: str, ctx: Context) -> str:
     extra = " ".join(ctx.extra_train_args())
     if s.kind.startswith("espnet"):
         extra += " " + ctx.espnet_train_args
-    return sha([Path(s.config)], extra)
+    return content_digest(Path(s.config), extra)
+
+
+def content_digest(config: Path, extra: str = "") -> str:
+    """What a config says, not how: its parsed YAML, so that a comment, a header or a move to
+    another file does not make a finished run stale, and any changed value does."""
+    import yaml
+
+    data = yaml.safe_load(Path(config).read_text()) if Path(config).is_file() else "<missing>"
+    return hashlib.sha1((extra + json.dumps(data, sort_keys=True, default=str)).encode()).hexdigest()[:16]

@@ -6,8 +6,8 @@ Run from a recipe dir (egs2/mini_emo/harmonifuse1 uses it through local/benchmar
     python -m espnet_harmonifuse.benchmark.run --recipe_dir . --seeds 0,1,2 --sizes full,low \\
         [--only harmonifuse,naive_multitask] [--max_hours 1.8] [--dry_run] [--smoke]
 
-Systems (rows of the table): the HarmoniFuse configs (``harmonifuse`` = conf/train.yaml and the
-ablations of local/make_tuning_configs.py), ESPnet's own ASR and classification models
+Systems (rows of the table): the HarmoniFuse configs (``harmonifuse`` and its ablations, written
+from conf/train.yaml at the benchmark's fixed budget by local/make_tuning_configs.py), ESPnet's own ASR and classification models
 (espnet_baselines.py) and pocketsphinx's pretrained en-us model (no training; run once).
 Sizes: ``full`` (all training data) and ``low`` (``--low_fraction`` of each corpus's training
 set, stratified by emotion label for SER and by speaker for ASR, fixed by ``--subset_seed``;
