@@ -110,10 +110,10 @@ def run_one(name: str, v: Variant, args, deadline: float) -> Dict[str, Any]:
         return {**rec, "status": "not started (deadline)"}
     t0 = time.time()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    status = "done"
+    statuses = []  # of the training + greedy decode, then of each beam decode
     with open(log, "a") as f:
         for c in cmds:
-            if status != "done" or time.time() >= deadline:
+            if (statuses and statuses[0] != "done") or time.time() >= deadline:
                 break
             f.write(f"# {shlex.join(c)}\n")
             f.flush()
@@ -121,18 +121,22 @@ def run_one(name: str, v: Variant, args, deadline: float) -> Dict[str, Any]:
                                  start_new_session=True)
             try:
                 rc = p.wait(timeout=max(1.0, deadline - time.time()))
-                status = "done" if rc == 0 else f"failed (code {rc}, log {log})"
+                statuses.append("done" if rc == 0 else f"failed (code {rc}, log {log})")
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
-                status = "killed at the deadline"
+                statuses.append("killed at the deadline")
             if c is cmd:
                 rec["seconds"] = round(time.time() - t0, 1)
+    status = statuses[0] if statuses else "not started (deadline)"
     got = scores(expdir / name)
-    for b in beam_sizes(args.beams):
-        if scores(expdir / name, f"sweep_beam{b}"):
-            rec[f"beam{b}"] = scores(expdir / name, f"sweep_beam{b}")
+    for i, b in enumerate(beam_sizes(args.beams), 1):
+        beam = scores(expdir / name, f"sweep_beam{b}")
+        if beam:
+            rec[f"beam{b}"] = beam
+        if len(statuses) <= i or statuses[i] != "done":  # a beam decode that did not finish: say so
+            rec[f"beam{b}_status"] = statuses[i] if len(statuses) > i else "not started"
     rec.update(status=status, **got)
-    print(f"{name}: {status} in {rec['seconds']} s {json.dumps(got)}", flush=True)
+    print(f"{name}: {status} in {rec.get('seconds', '-')} s {json.dumps(got)}", flush=True)
     return rec
 
 

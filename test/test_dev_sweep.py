@@ -91,6 +91,7 @@ def test_dev_sweep_decodes_each_trained_model_again_with_each_beam(tmp_path, mon
     class FakePopen:
         def __init__(self, cmd, **kw):
             calls.append(cmd)
+            self.cmd = " ".join(cmd)
             tag = cmd[len(cmd) - 1 - cmd[::-1].index("--inference_tag") + 1]  # the last --inference_tag wins
             wer = 20.0 if tag == "sweep" else 18.5
             p = tmp_path / "exp" / "hf_e35" / f"decode_{tag}" / "asr_dev" / "score_wer" / "scores.json"
@@ -99,8 +100,9 @@ def test_dev_sweep_decodes_each_trained_model_again_with_each_beam(tmp_path, mon
             self.pid = 0
 
         def wait(self, timeout=None):
-            return 0
+            return fail_beam if "--beam_size 8" in self.cmd else 0
 
+    fail_beam = 1
     monkeypatch.setattr(ds.subprocess, "Popen", FakePopen)
     args = argparse.Namespace(expdir=str(tmp_path / "exp"), ngpu=0, threads=1, recipe_args="", beams="1,4")
     rec = ds.run_one("hf_e35", ds.VARIANTS["hf_e35"], args, deadline=1e18)
@@ -111,3 +113,7 @@ def test_dev_sweep_decodes_each_trained_model_again_with_each_beam(tmp_path, mon
     assert rec["status"] == "done"
     assert rec["asr_dev.wer"] == 20.0 and rec["beam4"] == {"asr_dev.wer": 18.5, "asr_dev.cer": 10.0}
     assert "| hf_e35 | the same model, beam 4 | 18.50 |" in ds.markdown([rec])
+    # a beam decode that fails leaves the training's status alone, and says so under its own key
+    rec = ds.run_one("hf_e35", ds.VARIANTS["hf_e35"], argparse.Namespace(**{**vars(args), "beams": "8"}), 1e18)
+    assert rec["status"] == "done" and rec["beam8_status"].startswith("failed (code 1")
+    assert "beam4_status" not in rec and "beam8" in rec  # (the fake wrote its scores before failing)
