@@ -105,6 +105,19 @@ def test_table_leaves_out_runs_of_an_older_config(fake_bench):
     assert "Left out" not in without and "25.00 ± 7.07" in without
 
 
+def test_table_cli_by_hand_leaves_out_runs_of_an_older_config_too(fake_bench, monkeypatch):
+    """``python -m espnet_harmonifuse.benchmark.table`` from the recipe dir uses the configs' digests
+    now, as the benchmark's own command does; --all_configs counts every finished run."""
+    monkeypatch.chdir(RECIPE)
+    asr = fake_bench / "full" / "asr_only"
+    _record(asr / "seed0", config_digest=table.current_digests()["asr_only"], train_seconds=60.0)
+    _record(asr / "seed2", config_digest="made-with-an-older-config", train_seconds=600.0)
+    text = Path(table.main(["--bench_dir", str(fake_bench)])).read_text()
+    assert "Left out: 1 run(s)" in text and "full/asr_only/seed2" in text
+    text = Path(table.main(["--bench_dir", str(fake_bench), "--all_configs"])).read_text()
+    assert "Left out" not in text and "25.00 ± 7.07" in text
+
+
 def test_table_lists_every_sitting_that_produced_it(fake_bench):
     """A table finished over several sittings is reproduced by all of them, not by the last one."""
     meta = {"invocations": [{"command": "bench --seeds 0", "started": "2026-01-01T10:00:00"},

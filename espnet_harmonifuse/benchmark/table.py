@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The benchmark's results: a markdown table (mean ± std over seeds) and the layer-weight plot.
 
-    python -m espnet_harmonifuse.benchmark.table --bench_dir bench [--out bench/RESULTS.md]
+    python -m espnet_harmonifuse.benchmark.table --bench_dir bench [--out bench/RESULTS.md]   # from the recipe dir
 
 Reads ``BENCH/<size>/<system>/seed<k>/``: the metrics from ``decode_bench/<test_set>/score_*/
 scores.json`` (ASR: WER, CER; SER: UA, WA, macro-F1), the parameter counts and training wall time
@@ -278,13 +278,25 @@ def write_all(bench_dir, out: Optional[str] = None, digests: Optional[Dict[str, 
     return str(path)
 
 
+def current_digests(smoke: bool = False) -> Dict[str, str]:
+    """Each system's config digest now (run from the recipe dir, whose conf/ it reads): a run that
+    recorded another one was made with an older config and is listed apart, as ``run.py`` does."""
+    from espnet_harmonifuse.benchmark.plan import SYSTEMS, Context, config_digest
+
+    ctx = Context(smoke=smoke)
+    return {name: config_digest(name, ctx) for name in SYSTEMS}
+
+
 def main(argv=None) -> str:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bench_dir", default="bench")
     p.add_argument("--out", default=None, help="default: BENCH_DIR/RESULTS.md")
+    p.add_argument("--smoke", action="store_true", help="the runs were made with local/benchmark.sh --smoke")
+    p.add_argument("--all_configs", action="store_true",
+                   help="count every finished run, also those of an older config (default: list them apart)")
     args = p.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s (table) %(levelname)s: %(message)s")
-    path = write_all(args.bench_dir, args.out)
+    path = write_all(args.bench_dir, args.out, digests=None if args.all_configs else current_digests(args.smoke))
     logging.info("wrote %s", path)
     return path
 
