@@ -133,8 +133,9 @@ def run_one(name: str, v: Variant, args, deadline: float) -> Dict[str, Any]:
         beam = scores(expdir / name, f"sweep_beam{b}")
         if beam:
             rec[f"beam{b}"] = beam
-        if len(statuses) <= i or statuses[i] != "done":  # a beam decode that did not finish: say so
-            rec[f"beam{b}_status"] = statuses[i] if len(statuses) > i else "not started"
+        beam_status = statuses[i] if i < len(statuses) else "not started"
+        if beam_status != "done":  # a beam decode that did not finish: say so
+            rec[f"beam{b}_status"] = beam_status
     rec.update(status=status, **got)
     print(f"{name}: {status} in {rec.get('seconds', '-')} s {json.dumps(got)}", flush=True)
     return rec

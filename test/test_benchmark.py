@@ -110,7 +110,7 @@ def test_table_cli_by_hand_leaves_out_runs_of_an_older_config_too(fake_bench, mo
     now, as the benchmark's own command does; --all_configs counts every finished run."""
     monkeypatch.chdir(RECIPE)
     asr = fake_bench / "full" / "asr_only"
-    _record(asr / "seed0", config_digest=table.current_digests()["asr_only"], train_seconds=60.0)
+    _record(asr / "seed0", config_digest=plan.current_digests(plan.Context())["asr_only"], train_seconds=60.0)
     _record(asr / "seed2", config_digest="made-with-an-older-config", train_seconds=600.0)
     text = Path(table.main(["--bench_dir", str(fake_bench)])).read_text()
     assert "Left out: 1 run(s)" in text and "full/asr_only/seed2" in text
@@ -303,7 +303,8 @@ def test_tuning_configs_differ_only_in_the_intended_keys(variant, tmp_path):
         assert "hidden_size" not in kept and all(base["fusion_conf"][k] == v for k, v in kept.items())
     args = load_train_args(str(tmp_path / f"{variant}.yaml"))
     # every benchmark config trains for the same budget, whatever the recipe's default is now
-    assert (args.max_epoch, args.optim_conf["lr"]) == (mod.BENCH_BUDGET["max_epoch"], mod.BENCH_BUDGET["optim_conf.lr"])
+    budget = mod.BENCH_BUDGET
+    assert (args.max_epoch, args.optim_conf["lr"]) == (budget["max_epoch"], budget["optim_conf.lr"])
     assert args.max_epoch == base["max_epoch"] and args.backbone_conf == base["backbone_conf"]
     assert args.decoder_conf == base["decoder_conf"] and args.projector_conf == base["projector_conf"]
 

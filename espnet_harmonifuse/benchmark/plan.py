@@ -177,6 +177,12 @@ def config_digest(system: str, ctx: Context) -> str:
     return content_digest(Path(s.config), extra)
 
 
+def current_digests(ctx: Context) -> Dict[str, str]:
+    """Each system's config digest now (read from the recipe dir): a finished run that recorded
+    another one was made with an older config."""
+    return {name: config_digest(name, ctx) for name in SYSTEMS}
+
+
 def content_digest(config: Path, extra: str = "") -> str:
     """What a config says, not how: its parsed YAML, so that a comment, a header or a move to
     another file does not make a finished run stale, and any changed value does."""

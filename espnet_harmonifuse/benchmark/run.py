@@ -7,8 +7,9 @@ Run from a recipe dir (egs2/mini_emo/harmonifuse1 uses it through local/benchmar
         [--only harmonifuse,naive_multitask] [--max_hours 1.8] [--dry_run] [--smoke]
 
 Systems (rows of the table): the HarmoniFuse configs (``harmonifuse`` and its ablations, written
-from conf/train.yaml at the benchmark's fixed budget by local/make_tuning_configs.py), ESPnet's own ASR and classification models
-(espnet_baselines.py) and pocketsphinx's pretrained en-us model (no training; run once).
+from conf/train.yaml at the benchmark's fixed budget by local/make_tuning_configs.py), ESPnet's
+own ASR and classification models (espnet_baselines.py) and pocketsphinx's pretrained en-us
+model (no training; run once).
 Sizes: ``full`` (all training data) and ``low`` (``--low_fraction`` of each corpus's training
 set, stratified by emotion label for SER and by speaker for ASR, fixed by ``--subset_seed``;
 dev and test sets are the full ones); ``low`` runs only single-task, naive multi-task and the
@@ -45,7 +46,7 @@ import time
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from espnet_harmonifuse.benchmark.plan import SIZE_SYSTEMS, SYSTEMS, Context, config_digest, plan_runs
+from espnet_harmonifuse.benchmark.plan import SIZE_SYSTEMS, SYSTEMS, Context, current_digests, plan_runs
 from espnet_harmonifuse.benchmark.prepare import prepare_base_data, prepare_size
 from espnet_harmonifuse.benchmark.runners import execute
 
@@ -137,7 +138,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     only = [s.strip() for s in args.only.split(",") if s.strip()] or None
-    digests = {name: config_digest(name, ctx) for name in SYSTEMS}
+    digests = current_digests(ctx)
     runs = plan_runs(ctx.bench_dir, sizes, seeds, only, ctx.sets, digests)
     todo = [r for r in runs if not r.done or (r.stale and args.rerun_stale)]
     if args.dry_run:

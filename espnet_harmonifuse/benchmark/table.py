@@ -278,15 +278,6 @@ def write_all(bench_dir, out: Optional[str] = None, digests: Optional[Dict[str, 
     return str(path)
 
 
-def current_digests(smoke: bool = False) -> Dict[str, str]:
-    """Each system's config digest now (run from the recipe dir, whose conf/ it reads): a run that
-    recorded another one was made with an older config and is listed apart, as ``run.py`` does."""
-    from espnet_harmonifuse.benchmark.plan import SYSTEMS, Context, config_digest
-
-    ctx = Context(smoke=smoke)
-    return {name: config_digest(name, ctx) for name in SYSTEMS}
-
-
 def main(argv=None) -> str:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bench_dir", default="bench")
@@ -296,7 +287,10 @@ def main(argv=None) -> str:
                    help="count every finished run, also those of an older config (default: list them apart)")
     args = p.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s (table) %(levelname)s: %(message)s")
-    path = write_all(args.bench_dir, args.out, digests=None if args.all_configs else current_digests(args.smoke))
+    from espnet_harmonifuse.benchmark.plan import Context, current_digests
+
+    digests = None if args.all_configs else current_digests(Context(smoke=args.smoke))  # as run.py leaves them out
+    path = write_all(args.bench_dir, args.out, digests=digests)
     logging.info("wrote %s", path)
     return path
 
