@@ -44,6 +44,9 @@ class HarmoniFuseModel(AbsESPnetModel):
             memory after the first time, so later epochs skip the backbone (a speed-up, beyond
             the paper; needs ``backbone_conf.freeze: true``). Decoding never uses it.
         backbone_cache_gb: the cache's memory bound; utterances beyond it are computed every time.
+        lsm_weight: label smoothing of the LM's token loss, as ESPnet's ``lsm_weight`` (0: plain
+            cross-entropy, the default; the paper states none). The reported ``loss`` stats are
+            the smoothed loss in training and validation alike, as in ESPnet.
     """
 
     def __init__(
@@ -63,8 +66,11 @@ class HarmoniFuseModel(AbsESPnetModel):
         center_prompts: bool = False,
         cache_backbone_states: bool = False,
         backbone_cache_gb: float = 4.0,
+        lsm_weight: float = 0.0,
     ):
         super().__init__()
+        if not 0.0 <= lsm_weight < 1.0:
+            raise ValueError(f"model_conf.lsm_weight must be in [0, 1), got {lsm_weight}")
         if not 0.0 <= ctc_weight <= 1.0:
             raise ValueError(f"model_conf.ctc_weight must be in [0, 1], got {ctc_weight}")
         if ctc_weight == 1.0:
@@ -92,6 +98,7 @@ class HarmoniFuseModel(AbsESPnetModel):
         self.prompt_sampling = prompt_sampling
         self.ctc_weight = ctc_weight
         self.center_prompts = center_prompts
+        self.lsm_weight = lsm_weight
         self.ctc_task_ids = [i for i, t in enumerate(tasks) if t.name in ctc_tasks and not t.is_label]
         if ctc_weight > 0:  # the blank is an extra class after the LLM vocabulary
             self.ctc_head = torch.nn.Linear(backbone.output_size(), decoder.vocab_size + 1)
@@ -228,7 +235,7 @@ class HarmoniFuseModel(AbsESPnetModel):
         logits = logits[:, : labels.size(1)]
         valid = labels != IGNORE_ID
         token_loss = torch.nn.functional.cross_entropy(
-            logits.transpose(1, 2), labels.clamp(min=0), reduction="none"
+            logits.transpose(1, 2), labels.clamp(min=0), reduction="none", label_smoothing=self.lsm_weight
         ) * valid
         correct = (logits.argmax(-1) == labels) & valid
         n_tok = valid.sum(1).float()

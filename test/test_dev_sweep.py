@@ -117,3 +117,38 @@ def test_dev_sweep_decodes_each_trained_model_again_with_each_beam(tmp_path, mon
     rec = ds.run_one("hf_e35", ds.VARIANTS["hf_e35"], argparse.Namespace(**{**vars(args), "beams": "8"}), 1e18)
     assert rec["status"] == "done" and rec["beam8_status"].startswith("failed (code 1")
     assert "beam4_status" not in rec and "beam8" in rec  # (the fake wrote its scores before failing)
+
+
+def test_dev_sweep_decodes_each_run_again_with_each_model_file(tmp_path, monkeypatch):
+    """--models: stages 7-8 again with --inference_model <file> under a tag of their own, scored apart."""
+    import argparse
+
+    ds = _dev_sweep_module()
+    monkeypatch.chdir(RECIPE)
+    calls = []
+
+    class FakePopen:
+        def __init__(self, cmd, **kw):
+            calls.append(cmd)
+            tag = cmd[len(cmd) - 1 - cmd[::-1].index("--inference_tag") + 1]
+            wer = {"sweep": 20.0, "sweep_valid_acc_ave_5best": 17.0}[tag]
+            p = tmp_path / "exp" / "default_nbest10" / f"decode_{tag}" / "asr_dev" / "score_wer" / "scores.json"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(json.dumps({"wer": wer, "cer": 9.0}))
+            self.pid = 0
+
+        def wait(self, timeout=None):
+            return 0
+
+    monkeypatch.setattr(ds.subprocess, "Popen", FakePopen)
+    args = argparse.Namespace(expdir=str(tmp_path / "exp"), ngpu=0, threads=1, recipe_args="", beams="",
+                              models="valid.acc.ave_5best.pth")
+    rec = ds.run_one("default_nbest10", ds.VARIANTS["default_nbest10"], args, deadline=1e18)
+    assert len(calls) == 2 and calls[1][:3] == ["./run.sh", "--stage", "7"]
+    assert calls[1][-4:] == ["--inference_tag", "sweep_valid_acc_ave_5best",
+                             "--inference_model", "valid.acc.ave_5best.pth"]
+    assert rec["asr_dev.wer"] == 20.0 and rec["model:valid.acc.ave_5best.pth"]["asr_dev.wer"] == 17.0
+    assert "| default_nbest10 | the same run, decoded with valid.acc.ave_5best.pth | 17.00 |" in ds.markdown([rec])
+    conf = ds.edited_config(RECIPE, ds.VARIANTS["default_lsm0.1"])
+    assert conf["keep_nbest_models"] == [3, 5, 10] and conf["model_conf"]["lsm_weight"] == 0.1
+    assert conf["max_epoch"] == 35  # the recipe's default, not the benchmark's config
