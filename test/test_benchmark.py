@@ -88,6 +88,14 @@ def test_table_markdown(fake_bench):
     low = next(ln for ln in text.splitlines() if "(`ser_only`)" in ln)
     assert "| 50.00 |" in low and "±" not in low and "| — |" in low
     assert "seed(s) 1 failed" in text
+    # the per-run rows behind the means, in the table's order (full before low), seeds ascending
+    per_run = text.split("## Per run", 1)[1].split("\n\n", 2)[1].splitlines()[2:]
+    assert [tuple(c.strip() for c in ln.strip("|").split("|")[:3]) for ln in per_run] == [
+        ("full", "`harmonifuse`", "0"), ("full", "`harmonifuse`", "1"), ("full", "`harmonifuse`", "2"),
+        ("full", "`asr_only`", "0"), ("full", "`asr_only`", "2"), ("low", "`ser_only`", "0")]
+    assert per_run[0].endswith("| 10.00 | 5.00 | 60.00 | 61.00 | 59.00 | 10.0 | done |")
+    assert per_run[1].endswith("| 12.00 | 6.00 | — | — | — | 15.0 | failed |")
+    assert per_run[5].endswith("| — | — | 50.00 | 50.00 | 48.50 | — | no bench_run.json |")
 
 
 def test_table_leaves_out_runs_of_an_older_config(fake_bench):

@@ -181,6 +181,23 @@ def render(agg: Dict[Tuple[str, str], Dict], meta: Optional[Dict] = None) -> str
     return "\n".join(lines) + "\n"
 
 
+def render_runs(runs: Sequence[Dict]) -> str:
+    """Every run counted in the table, one row each: the per-seed figures behind the means. They keep
+    the table checkable where the run dirs are gone (``bench/`` is output, not tracked by git)."""
+    heads = [h for h, _ in METRICS.values()]
+    lines = ["## Per run", "", "| size | system | seed | " + " | ".join(heads) + " | train (min) | status |",
+             "|---|---|---:|" + "---:|" * (len(heads) + 1) + "---|"]
+    size_rank = {s: i for i, s in enumerate(_sizes({(r["size"], "") for r in runs}))}
+    system_rank = {s: i for i, s in enumerate(_order({r["system"] for r in runs}))}
+    for r in sorted(runs, key=lambda r: (size_rank[r["size"]], system_rank[r["system"]], r["seed"])):
+        cells = [r["size"], f"`{r['system']}`", str(r["seed"])]
+        cells += [f"{r['metrics'][m]:.2f}" if m in r["metrics"] else "—" for m in METRICS]
+        t = r["record"].get("train_seconds")
+        cells += [f"{float(t) / 60:.1f}" if t is not None else "—", r["record"].get("status", "no bench_run.json")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n"
+
+
 # ---------------------------------------------------------------------------- layer weights
 def load_layer_weights(run_dir: Path) -> Optional[Dict[str, np.ndarray]]:
     """``{task: (n_prompts, L+1)}`` of a HarmoniFuse run: its layer_weights.npz, or else from
@@ -257,6 +274,8 @@ def write_all(bench_dir, out: Optional[str] = None, digests: Optional[Dict[str, 
         names = ", ".join(f"{r['size']}/{r['system']}/seed{r['seed']}" for r in stale)
         text += (f"Left out: {len(stale)} run(s) made with another config than the system's current one "
                  f"({names}); `--rerun_stale` reruns them.\n\n")
+    if runs:
+        text += render_runs(runs)
     done = [r["record"] for r in runs if r["record"].get("status") == "done"]
     if done:
         train = sum(float(r.get("train_seconds") or 0.0) for r in done) / 3600
