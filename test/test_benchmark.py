@@ -194,6 +194,26 @@ def test_dry_run_lists_the_plan(tmp_path, capsys, monkeypatch):
     assert "done  low/asr_only/seed0" in out and "todo  low/harmonifuse/seed0" in out and "3 of 4 runs to do" in out
 
 
+def test_missing_benchmark_package_stops_before_any_work(tmp_path, capsys, caplog, monkeypatch):
+    """A system whose package is not installed (torcheval for ESPnet's classifier) stops the command
+    at once with the fix, before data preparation and pre-training; --dry_run says it too."""
+    import importlib.util
+
+    recipe = tmp_path / "recipe"
+    (recipe / "conf").mkdir(parents=True)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torcheval" else real(name, *a))
+    monkeypatch.setattr(bench_run, "prepare_base_data", lambda ctx: pytest.fail("data preparation started"))
+    monkeypatch.chdir(tmp_path)
+    argv = ["--recipe_dir", str(recipe), "--seeds", "0,1", "--sizes", "full", "--only", "espnet_cls,asr_only"]
+    assert bench_run.main(argv + ["--dry_run"]) == 0
+    assert "torcheval (for full/espnet_cls/seed0, full/espnet_cls/seed1)" in capsys.readouterr().out
+    assert bench_run.main(argv) == 2
+    assert 'pip install -e ".[bench]"' in caplog.text and "torcheval" in caplog.text
+    assert bench_run.main(argv[:-1] + ["asr_only", "--dry_run"]) == 0  # without the classifier: nothing missing
+    assert "missing" not in capsys.readouterr().out
+
+
 # --------------------------------------------------------------------------- low-data subset
 def _ser_dir(root: Path, counts) -> Path:
     d = root / "ser_train"

@@ -50,6 +50,20 @@ SIZE_SYSTEMS: Dict[str, Tuple[str, ...]] = {
     "low": ("harmonifuse", "naive_multitask", "asr_only", "ser_only"),
 }
 ESPNET_DECODE_CONFIG = "conf/tuning/espnet_decode_asr.yaml"
+# modules a kind of system imports beyond the package's own requirements (setup.py's "bench" extra)
+KIND_MODULES: Dict[str, Tuple[str, ...]] = {"espnet_cls": ("torcheval",), "pocketsphinx": ("pocketsphinx",)}
+
+
+def missing_modules(runs: Sequence["Run"]) -> Dict[str, List[str]]:
+    """``{module: [run keys]}``: what the runs would fail to import, found before any work starts."""
+    import importlib.util
+
+    out: Dict[str, List[str]] = {}
+    for r in runs:
+        for mod in KIND_MODULES.get(SYSTEMS[r.system].kind, ()):
+            if importlib.util.find_spec(mod) is None:
+                out.setdefault(mod, []).append(r.key)
+    return out
 SUBSET_STRATA = {"asr": "speaker", "ser": "label"}
 
 

@@ -46,7 +46,9 @@ import time
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from espnet_harmonifuse.benchmark.plan import SIZE_SYSTEMS, SYSTEMS, Context, current_digests, plan_runs
+from espnet_harmonifuse.benchmark.plan import (
+    SIZE_SYSTEMS, SYSTEMS, Context, current_digests, missing_modules, plan_runs
+)
 from espnet_harmonifuse.benchmark.prepare import prepare_base_data, prepare_size
 from espnet_harmonifuse.benchmark.runners import execute
 
@@ -125,6 +127,12 @@ def _setup_logging(bench_dir: Path) -> None:
         root.addHandler(h)
 
 
+def missing_message(missing: Dict[str, list]) -> str:
+    need = "; ".join(f"{mod} (for {', '.join(keys)})" for mod, keys in missing.items())
+    return (f"missing Python package(s): {need}. Install the benchmark's extras from the repository root: "
+            f"pip install -e \".[bench]\" (or leave those systems out with --only)")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     os.chdir(args.recipe_dir)
@@ -141,12 +149,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     digests = current_digests(ctx)
     runs = plan_runs(ctx.bench_dir, sizes, seeds, only, ctx.sets, digests)
     todo = [r for r in runs if not r.done or (r.stale and args.rerun_stale)]
+    missing = missing_modules(todo)
     if args.dry_run:
         for r in runs:
             state = "stale" if r.stale else ("done" if r.done else "todo")
             print(f"{state:5s} {r.key}  ({r.run_dir})")
         print(f"{len(todo)} of {len(runs)} runs to do")
+        if missing:
+            print(missing_message(missing))
         return 0
+    if missing:  # before the data and the pre-training, not after them
+        logging.basicConfig(level="INFO", format="%(asctime)s (benchmark) %(levelname)s: %(message)s")
+        logger.error(missing_message(missing))
+        return 2
     _setup_logging(ctx.bench_dir)
     for r in runs:
         if r.stale:
