@@ -79,6 +79,26 @@ def test_dev_sweep_reads_dev_and_test_scores(tmp_path):
                                    "ser_test.wa": 70.0, "ser_test.macro_f1": 68.75}
 
 
+def _fake_run_sh(calls, model_dir: Path, wer_of_tag, fails=lambda cmd: False):
+    """A Popen stand-in for ./run.sh: records the command and writes an asr_dev score (WER from the
+    command's last --inference_tag, CER 10) where the real stage 8 would; exits 1 where ``fails``."""
+
+    class FakePopen:
+        def __init__(self, cmd, **kw):
+            calls.append(cmd)
+            self.cmd = " ".join(cmd)
+            tag = cmd[len(cmd) - 1 - cmd[::-1].index("--inference_tag") + 1]  # the last --inference_tag wins
+            p = model_dir / f"decode_{tag}" / "asr_dev" / "score_wer" / "scores.json"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(json.dumps({"wer": wer_of_tag(tag), "cer": 10.0}))
+            self.pid = 0
+
+        def wait(self, timeout=None):
+            return 1 if fails(self.cmd) else 0
+
+    return FakePopen
+
+
 def test_dev_sweep_decodes_each_trained_model_again_with_each_beam(tmp_path, monkeypatch):
     """--beams 4: after training and the greedy decode, stages 7-8 run once more with --beam_size 4
     under their own tag, and the record keeps both decodes apart."""
@@ -88,22 +108,9 @@ def test_dev_sweep_decodes_each_trained_model_again_with_each_beam(tmp_path, mon
     monkeypatch.chdir(RECIPE)
     calls = []
 
-    class FakePopen:
-        def __init__(self, cmd, **kw):
-            calls.append(cmd)
-            self.cmd = " ".join(cmd)
-            tag = cmd[len(cmd) - 1 - cmd[::-1].index("--inference_tag") + 1]  # the last --inference_tag wins
-            wer = 20.0 if tag == "sweep" else 18.5
-            p = tmp_path / "exp" / "hf_e35" / f"decode_{tag}" / "asr_dev" / "score_wer" / "scores.json"
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(json.dumps({"wer": wer, "cer": 10.0}))
-            self.pid = 0
-
-        def wait(self, timeout=None):
-            return fail_beam if "--beam_size 8" in self.cmd else 0
-
-    fail_beam = 1
-    monkeypatch.setattr(ds.subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(ds.subprocess, "Popen", _fake_run_sh(calls, tmp_path / "exp" / "hf_e35",
+                                                             lambda tag: 20.0 if tag == "sweep" else 18.5,
+                                                             fails=lambda cmd: "--beam_size 8" in cmd))
     args = argparse.Namespace(expdir=str(tmp_path / "exp"), ngpu=0, threads=1, recipe_args="", beams="1,4")
     rec = ds.run_one("hf_e35", ds.VARIANTS["hf_e35"], args, deadline=1e18)
     assert len(calls) == 2
@@ -127,20 +134,8 @@ def test_dev_sweep_decodes_each_run_again_with_each_model_file(tmp_path, monkeyp
     monkeypatch.chdir(RECIPE)
     calls = []
 
-    class FakePopen:
-        def __init__(self, cmd, **kw):
-            calls.append(cmd)
-            tag = cmd[len(cmd) - 1 - cmd[::-1].index("--inference_tag") + 1]
-            wer = {"sweep": 20.0, "sweep_valid_acc_ave_5best": 17.0}[tag]
-            p = tmp_path / "exp" / "default_nbest10" / f"decode_{tag}" / "asr_dev" / "score_wer" / "scores.json"
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(json.dumps({"wer": wer, "cer": 9.0}))
-            self.pid = 0
-
-        def wait(self, timeout=None):
-            return 0
-
-    monkeypatch.setattr(ds.subprocess, "Popen", FakePopen)
+    wers = {"sweep": 20.0, "sweep_valid_acc_ave_5best": 17.0}
+    monkeypatch.setattr(ds.subprocess, "Popen", _fake_run_sh(calls, tmp_path / "exp" / "default_nbest10", wers.get))
     args = argparse.Namespace(expdir=str(tmp_path / "exp"), ngpu=0, threads=1, recipe_args="", beams="",
                               models="valid.acc.ave_5best.pth")
     rec = ds.run_one("default_nbest10", ds.VARIANTS["default_nbest10"], args, deadline=1e18)
