@@ -101,7 +101,7 @@ def test_print_config_shows_every_component_with_defaults(monkeypatch):
     assert conf["multitask_schedule"] == "alternate" and conf["multitask_temperature"] == 2.0
     assert conf["token_type"] == "hf" and conf["bpemodel"] is None
     assert conf["model_conf"] == {"prompt_sampling": "random", "ctc_weight": 0.0, "ctc_tasks": ["asr"], "center_prompts": False,
-                                   "cache_backbone_states": False, "backbone_cache_gb": 4.0}
+                                   "cache_backbone_states": False, "backbone_cache_gb": 4.0, "lsm_weight": 0.0}
     assert conf["train_task_data"] == [] and conf["valid_task_shape_file"] == []
 
 
