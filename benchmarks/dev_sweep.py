@@ -69,8 +69,9 @@ VARIANTS: Dict[str, Variant] = {
     # 17 and rises after, while its SER dev loss still falls (dev_sweep_h200_e35/dev_curves.json).
     # Averages over more epochs, and label smoothing, both without extra training time.
     # Decode with --models valid.acc.ave_3best.pth,valid.acc.ave_5best.pth (ave.pth is ave_10best).
-    "default_nbest10": Variant(DEFAULT, {"keep_nbest_models": [3, 5, 10]}, 0,
-                               "conf/train.yaml, keeping the 10 best epochs (averages of 3, 5, 10)"),
+    # (lsm_weight pinned to 0: conf/train.yaml has smoothed since this sweep chose it)
+    "default_nbest10": Variant(DEFAULT, {"keep_nbest_models": [3, 5, 10], "model_conf.lsm_weight": 0.0}, 0,
+                               "conf/train.yaml without smoothing, keeping the 10 best epochs (averages of 3, 5, 10)"),
     "default_lsm0.1": Variant(DEFAULT, {"keep_nbest_models": [3, 5, 10], "model_conf.lsm_weight": 0.1}, 0,
                               "the same, with label smoothing 0.1 (model_conf.lsm_weight)"),
 }

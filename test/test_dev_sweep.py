@@ -147,3 +147,4 @@ def test_dev_sweep_decodes_each_run_again_with_each_model_file(tmp_path, monkeyp
     conf = ds.edited_config(RECIPE, ds.VARIANTS["default_lsm0.1"])
     assert conf["keep_nbest_models"] == [3, 5, 10] and conf["model_conf"]["lsm_weight"] == 0.1
     assert conf["max_epoch"] == 35  # the recipe's default, not the benchmark's config
+    assert ds.edited_config(RECIPE, ds.VARIANTS["default_nbest10"])["model_conf"]["lsm_weight"] == 0.0  # its baseline
