@@ -50,6 +50,7 @@ SIZE_SYSTEMS: Dict[str, Tuple[str, ...]] = {
     "low": ("harmonifuse", "naive_multitask", "asr_only", "ser_only"),
 }
 ESPNET_DECODE_CONFIG = "conf/tuning/espnet_decode_asr.yaml"
+SUBSET_STRATA = {"asr": "speaker", "ser": "label"}
 # modules a kind of system imports beyond the package's own requirements (setup.py's "bench" extra)
 KIND_MODULES: Dict[str, Tuple[str, ...]] = {"espnet_cls": ("torcheval",), "pocketsphinx": ("pocketsphinx",)}
 
@@ -64,7 +65,6 @@ def missing_modules(runs: Sequence["Run"]) -> Dict[str, List[str]]:
             if importlib.util.find_spec(mod) is None:
                 out.setdefault(mod, []).append(r.key)
     return out
-SUBSET_STRATA = {"asr": "speaker", "ser": "label"}
 
 
 @dataclass
