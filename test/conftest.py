@@ -54,6 +54,20 @@ TINY_CONF = {
 }
 
 
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "egs2" / "mini_emo" / "harmonifuse1"
+
+
+def load_script(path: Path):
+    """A script that is not a package module (benchmarks/*.py, a recipe's local/*.py), imported by path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def deep_update(base: dict, overrides: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in overrides.items():

@@ -1,21 +1,15 @@
 """benchmarks/dev_sweep.py (issue 4, item 5): its config variants, its scores and its summary of cut runs."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "egs2" / "mini_emo" / "harmonifuse1"
+from conftest import RECIPE, ROOT, load_script
 
 
 def _dev_sweep_module():
-    spec = importlib.util.spec_from_file_location("dev_sweep", ROOT / "benchmarks" / "dev_sweep.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(ROOT / "benchmarks" / "dev_sweep.py")
 
 
 def test_dev_sweep_variants_change_only_their_keys(monkeypatch):
