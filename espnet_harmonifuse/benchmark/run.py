@@ -53,6 +53,7 @@ from espnet_harmonifuse.benchmark.prepare import prepare_base_data, prepare_size
 from espnet_harmonifuse.benchmark.runners import execute
 
 logger = logging.getLogger("benchmark")
+LOG_FORMAT = "%(asctime)s (benchmark) %(levelname)s: %(message)s"
 
 
 def machine_info() -> Dict[str, object]:
@@ -119,7 +120,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def _setup_logging(bench_dir: Path) -> None:
     bench_dir.mkdir(parents=True, exist_ok=True)
-    fmt = logging.Formatter("%(asctime)s (benchmark) %(levelname)s: %(message)s")
+    fmt = logging.Formatter(LOG_FORMAT)
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     for h in (logging.StreamHandler(sys.stderr), logging.FileHandler(bench_dir / "benchmark.log")):
@@ -159,7 +160,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(missing_message(missing))
         return 0
     if missing:  # before the data and the pre-training, not after them
-        logging.basicConfig(level="INFO", format="%(asctime)s (benchmark) %(levelname)s: %(message)s")
+        logging.basicConfig(level="INFO", format=LOG_FORMAT)  # on stderr only: no bench dir made
         logger.error(missing_message(missing))
         return 2
     _setup_logging(ctx.bench_dir)
