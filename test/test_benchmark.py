@@ -213,6 +213,41 @@ def test_missing_benchmark_package_stops_before_any_work(tmp_path, capsys, caplo
     assert "missing" not in capsys.readouterr().out
 
 
+def test_shared_encoder_pretraining_keeps_the_benchmark_budget(tmp_path, monkeypatch):
+    """The benchmark pre-trains its shared encoder for BENCH_PRETRAIN_EPOCHS (15, the budget of its
+    37 finished runs) whatever conf/pretrain.yaml says now; the smoke test keeps its tiny budget; and
+    the budget is part of the size's fingerprint, so a prepared size dir of another budget is refused."""
+    from espnet_harmonifuse.benchmark import prepare
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "train.yaml").write_text("tasks: [{name: asr}]\n")
+    calls = []
+
+    def fake_run(cmd, log, env=None):
+        log.parent.mkdir(parents=True, exist_ok=True)
+        calls.append(list(cmd))
+        return 0, 1.0
+
+    monkeypatch.setattr(prepare, "run_logged", fake_run)
+    monkeypatch.setattr(prepare, "_link", lambda target, link: None)
+    for smoke in (False, True):
+        calls.clear()
+        ctx = bench_run.Context(bench_dir=tmp_path / f"bench_{smoke}", smoke=smoke)
+        prepare.prepare_size(ctx, "full")
+        pre = [c for c in calls if "--pretrain_only" in c]
+        assert len(pre) == 1 and len(calls) == 2
+        args = pre[0][pre[0].index("--train_args") + 1]
+        want = "--max_epoch 1 --num_iters_per_epoch 4" if smoke else f"--max_epoch {plan.BENCH_PRETRAIN_EPOCHS}"
+        assert args == want and plan.BENCH_PRETRAIN_EPOCHS == 15
+    stamp = tmp_path / "bench_False" / "full" / "prepared.json"
+    fp = json.loads(stamp.read_text())["fingerprint"]
+    assert fp["encoder_pretraining"].endswith("--max_epoch 15")
+    stamp.write_text(json.dumps({"fingerprint": {**fp, "encoder_pretraining": "run.sh --pretrain_config, stage 6"}}))
+    with pytest.raises(RuntimeError, match="prepared from other data or settings"):
+        prepare.prepare_size(bench_run.Context(bench_dir=tmp_path / "bench_False"), "full")
+
+
 # --------------------------------------------------------------------------- low-data subset
 def _ser_dir(root: Path, counts) -> Path:
     d = root / "ser_train"

@@ -142,3 +142,64 @@ def test_dev_sweep_decodes_each_run_again_with_each_model_file(tmp_path, monkeyp
     assert conf["keep_nbest_models"] == [3, 5, 10] and conf["model_conf"]["lsm_weight"] == 0.1
     assert conf["max_epoch"] == 35  # the recipe's default, not the benchmark's config
     assert ds.edited_config(RECIPE, ds.VARIANTS["default_nbest10"])["model_conf"]["lsm_weight"] == 0.0  # its baseline
+    # both keep the 1:1 interleaving they were run with; default_ser2 is the 1:2 one, whatever the default is
+    assert conf["multitask_schedule"] == "alternate"
+    assert ds.edited_config(RECIPE, ds.VARIANTS["default_nbest10"])["multitask_schedule"] == "alternate"
+    ser2 = ds.edited_config(RECIPE, ds.VARIANTS["default_ser2"])
+    assert ser2["multitask_schedule"] == "ratio" and ser2["multitask_ratio"] == {"asr": 1, "ser": 2}
+
+
+def test_sweep_means_averages_each_configuration_over_its_seeds(tmp_path, capsys):
+    """benchmarks/sweep_means.py: per configuration, the mean over the finished seeds of a variant
+    (its own name and <name>_seed<k>), from the run's scores or an extra decode's, and the dev criterion."""
+    sm = load_script(ROOT / "benchmarks" / "sweep_means.py")
+
+    def rec(name, seed, wer, ua, status="done", extra=None):
+        s = {"asr_dev.wer": wer, "ser_dev.ua": ua, "asr_test.wer": wer - 2, "ser_test.ua": ua - 4}
+        return {"name": name, "seed": seed, "status": status, **s, **({"model:m.pth": extra} if extra else {})}
+
+    (tmp_path / "a.json").write_text(json.dumps([
+        rec("v", 0, 10.0, 70.0, extra={"asr_dev.wer": 8.0, "ser_dev.ua": 80.0, "asr_test.wer": 1, "ser_test.ua": 2}),
+        rec("v_seed1", 1, 14.0, 76.0), rec("vx_seed2", 2, 99.0, 0.0), rec("v_seed3", 3, 50.0, 0.0, "failed")]))
+    (tmp_path / "b.json").write_text(json.dumps([rec("v_seed2", 2, 12.0, 73.0)]))
+    got = sm.records(str(tmp_path / "*.json"), "v")
+    assert sorted(got) == [0, 1, 2]  # not vx (another variant), not the failed seed 3
+    assert sm.main([f"all={tmp_path}/*.json:v", f"none={tmp_path}/a.json:w"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    # dev WER (10 + 14 + 12) / 3 = 12; UA (70 + 76 + 73) / 3 = 73; criterion (12 + 27) / 2 = 19.5
+    assert out[2] == "| all | 0,1,2 | 12.00 | 73.00 | 19.50 | 10.00 | 69.00 | 10.00 / 70, 14.00 / 76, 12.00 / 73 |"
+    assert out[3].startswith("| none | none |")
+    assert sm.records(str(tmp_path / "*.json"), "v", "m.pth") == {
+        0: {"asr_dev.wer": 8.0, "ser_dev.ua": 80.0, "asr_test.wer": 1.0, "ser_test.ua": 2.0}}
+
+
+def test_extra_dev_set_is_from_dev_voices_and_shares_no_sentence_with_the_corpus(tmp_path):
+    """benchmarks/extra_dev.py: a larger dev set of the dev voices, without any sentence that a data
+    dir already holds, formatted into dump/raw (16 kHz wavs that the recipe reads)."""
+    import soundfile as sf
+
+    from espnet_harmonifuse.corpus import mini_emo
+
+    ed = load_script(ROOT / "benchmarks" / "extra_dev.py")
+    sizes = {f"{c}_{s}": 0 for c in mini_emo.CORPORA for s in ("train", "test")}
+    plan = mini_emo.plan_corpus(str(tmp_path / "w"), 7, {**sizes, "asr_dev": 6, "ser_dev": 6})
+    taken_asr, taken_ser = plan["asr_dev"][0].words, plan["ser_dev"][1].words
+    for d, lines in (("asr_train", [f"u1 {taken_asr}"]), ("ser_test", [f"u2 {taken_ser}"])):
+        (tmp_path / "data" / d).mkdir(parents=True)
+        (tmp_path / "data" / d / ("text" if d.startswith("asr") else "transcript")).write_text(
+            "".join(ln + "\n" for ln in lines))
+    argv = ["--n", "6", "--seed", "7", "--suffix", "y", "--data_dir", str(tmp_path / "data"),
+            "--wav_dir", str(tmp_path / "w"), "--dump_dir", str(tmp_path / "dump"), "--nj", "1"]
+    assert ed.main(argv) == 0
+    for corpus, taken in (("asr", taken_asr), ("ser", taken_ser)):
+        d = tmp_path / "data" / f"{corpus}_devy"
+        spk = dict(ln.split() for ln in (d / "utt2spk").read_text().splitlines())
+        assert len(spk) == 5 and all(f"-{corpus}_devy_" in u for u in spk)  # 6 drawn, the used one left out
+        assert set(spk.values()) <= {mini_emo.speaker_id(v) for v in mini_emo.VOICES["dev"]}
+        words = (d / ("text" if corpus == "asr" else "transcript")).read_text()
+        assert taken not in words.splitlines() and f" {taken}\n" not in words
+        wavs = (tmp_path / "dump" / f"{corpus}_devy" / "wav.scp").read_text().split("\n")[0].split()
+        info = sf.info(wavs[1])
+        assert info.samplerate == 16000 and info.channels == 1 and info.duration > 0.5
+    labels = set((tmp_path / "data" / "ser_devy" / "text").read_text().split()[1::2])
+    assert labels <= {"neutral", "happy", "angry", "sad"}

@@ -126,3 +126,30 @@ def test_tuning_configs_from_flow_style_base_with_comments(tmp_path):
     assert asr["num_iters_per_epoch"] == 5  # one task of two: half the batches, the same per task
     ser = (tmp_path / "out" / "train_ser_only.yaml").read_text()
     assert "# the emotions" in ser and "# a header" in ser
+
+
+def test_budget_back_to_one_to_one_interleaving_drops_the_unread_ratio(tmp_path):
+    """conf/train.yaml interleaves 1 ASR : 2 SER batches; the benchmark's budget pins the alternate
+    schedule its 37 runs used, and the then-unread multitask_ratio goes too, so that a generated config
+    says the same as before (content_digest: finished runs stay current). A budget that keeps the
+    ratio schedule keeps the ratio."""
+    from espnet_harmonifuse.benchmark.plan import content_digest
+
+    mod = _make_tuning_module()
+    train = yaml.safe_load((RECIPE / "conf" / "train.yaml").read_text())
+    assert train["multitask_schedule"] == "ratio" and train["multitask_ratio"] == {"asr": 1, "ser": 2}
+    mod.write_all(RECIPE / "conf" / "train.yaml", tmp_path)
+    for name in mod.VARIANTS:
+        got = yaml.safe_load((tmp_path / f"{name}.yaml").read_text())
+        assert got["multitask_schedule"] == "alternate" and "multitask_ratio" not in got, name
+    base = tmp_path / "train.yaml"
+    base.write_text("tasks: [{name: asr}, {name: ser}]\nmultitask_schedule: ratio\n"
+                    "multitask_ratio: {asr: 1, ser: 2}  # why\nmax_epoch: 3\ngate: task_gate\n")
+    one_to_one = mod.make_variant(base.read_text(), "train_no_gate", budget={"multitask_schedule": "alternate"})
+    assert "multitask_ratio removed" in one_to_one.splitlines()[2]
+    (tmp_path / "a.yaml").write_text(one_to_one)
+    (tmp_path / "b.yaml").write_text("tasks: [{name: asr}, {name: ser}]\nmultitask_schedule: alternate\n"
+                                     "max_epoch: 3\ngate: none\n")
+    assert content_digest(tmp_path / "a.yaml") == content_digest(tmp_path / "b.yaml")
+    kept = yaml.safe_load(mod.make_variant(base.read_text(), "train_no_gate", budget={"max_epoch": 2}))
+    assert kept["multitask_schedule"] == "ratio" and kept["multitask_ratio"] == {"asr": 1, "ser": 2}

@@ -92,7 +92,8 @@ def size_fingerprint(ctx: Context, size: str) -> Dict[str, object]:
     return {
         "data": sha(files), "tokenizer_tasks": hashlib.sha1(json.dumps(tasks, sort_keys=True).encode()).hexdigest()[:16],
         "fraction": 1.0 if size == "full" else ctx.low_fraction, "subset_seed": ctx.subset_seed,
-        "recipe_args": ctx.recipe_args, "encoder_pretraining": "run.sh --pretrain_config, stage 6",
+        "recipe_args": ctx.recipe_args,
+        "encoder_pretraining": "run.sh --pretrain_config, stage 6, " + shlex.join(ctx.pretrain_train_args()),
         # run.sh's options and the pre-training configs decide the shared pre-trained encoder
         "recipe_files": sha([Path("run.sh"), *sorted(Path("conf").glob("pretrain*.yaml"))]),
     }
@@ -131,7 +132,8 @@ def prepare_size(ctx: Context, size: str) -> None:
     # Stage 6 with --pretrain_only: the encoder pre-training of run.sh's --pretrain_config, once per
     # size; every HarmoniFuse system and seed of this size starts from it, as from one WavLM.
     steps = (("tokenizer and shape files", 4, 5, []),
-             ("encoder pre-training", 6, 6, ["--pretrain_only", "true", "--train_args", shlex.join(ctx.extra_train_args())]))
+             ("encoder pre-training", 6, 6,
+              ["--pretrain_only", "true", "--train_args", shlex.join(ctx.pretrain_train_args())]))
     for what, first, last, extra in steps:
         logger.info("preparing size %s: %s (log: %s)", size, what, log)
         rc, seconds = run_logged(["./run.sh", "--stage", str(first), "--stop_stage", str(last), *extra, *common], log)
