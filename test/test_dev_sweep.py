@@ -167,10 +167,20 @@ def test_sweep_means_averages_each_configuration_over_its_seeds(tmp_path, capsys
     assert sm.main([f"all={tmp_path}/*.json:v", f"none={tmp_path}/a.json:w"]) == 0
     out = capsys.readouterr().out.splitlines()
     # dev WER (10 + 14 + 12) / 3 = 12; UA (70 + 76 + 73) / 3 = 73; criterion (12 + 27) / 2 = 19.5
-    assert out[2] == "| all | 0,1,2 | 12.00 | 73.00 | 19.50 | 10.00 | 69.00 | 10.00 / 70, 14.00 / 76, 12.00 / 73 |"
+    assert out[2] == ("| all | 0,1,2 | 12.00 | 73.00 | 19.50 | 10.00 | 69.00 "
+                      "| 10.00 / 70.00, 14.00 / 76.00, 12.00 / 73.00 |")
     assert out[3].startswith("| none | none |")
     assert sm.records(str(tmp_path / "*.json"), "v", "m.pth") == {
         0: {"asr_dev.wer": 8.0, "ser_dev.ua": 80.0, "asr_test.wer": 1.0, "ser_test.ua": 2.0}}
+    # --tag: the scores of another decode of the runs (a larger dev set), read from their dirs
+    for run, wer, ua in (("v", 9.0, 81.0), ("v_seed2", 11.0, 79.0), ("vx", 50.0, 10.0)):
+        for dset, sub, score in (("asr_devx", "score_wer", {"wer": wer}), ("ser_devx", "score_ser", {"ua": ua})):
+            p = tmp_path / "exp" / run / "decode_dx" / dset / sub / "scores.json"
+            p.parent.mkdir(parents=True)
+            p.write_text(json.dumps(score))
+    (tmp_path / "exp" / "v_seed1" / "decode_dx" / "asr_devx").mkdir(parents=True)  # no scores: left out
+    assert sm.main(["--tag", "dx", f"big={tmp_path}/exp:v"]) == 0
+    assert capsys.readouterr().out.splitlines()[2] == "| big | 0,2 | 10.00 | 80.00 | 15.00 | - | - | 9.00 / 81.00, 11.00 / 79.00 |"
 
 
 def test_extra_dev_set_is_from_dev_voices_and_shares_no_sentence_with_the_corpus(tmp_path):
