@@ -69,7 +69,7 @@ VARIANTS: Dict[str, Variant] = {
     # 17 and rises after, while its SER dev loss still falls (dev_sweep_h200_e35/dev_curves.json).
     # Averages over more epochs, and label smoothing, both without extra training time.
     # Decode with --models valid.acc.ave_3best.pth,valid.acc.ave_5best.pth (ave.pth is ave_10best).
-    # (lsm_weight and the 1:1 interleaving pinned: conf/train.yaml has changed both since)
+    # (lsm_weight and the 1:1 interleaving pinned: each keeps what it ran with, whatever conf/train.yaml says)
     "default_nbest10": Variant(DEFAULT, {"keep_nbest_models": [3, 5, 10], "model_conf.lsm_weight": 0.0,
                                          "multitask_schedule": "alternate"}, 0,
                                "conf/train.yaml without smoothing, keeping the 10 best epochs (averages of 3, 5, 10)"),
@@ -78,7 +78,8 @@ VARIANTS: Dict[str, Variant] = {
                               "the same, with label smoothing 0.1 (model_conf.lsm_weight)"),
     # issue 3, for SER UA: with smoothing, the default's train SER token accuracy (0.89 at epoch 35)
     # is no higher than its dev one (0.88) while ASR fits its training set (train 0.997, dev 0.935):
-    # SER is under-fitted, ASR is not. Shift updates to SER at the same number of steps (no extra time).
+    # SER is under-fitted, ASR is not. Shift updates to SER at the same number of steps. Not adopted
+    # (benchmarks/results/dev_sweep_cpu_ser2): level on SER with the 25-epoch encoder, worse on ASR.
     "default_ser2": Variant(DEFAULT, {"keep_nbest_models": [3, 5, 10], "model_conf.lsm_weight": 0.1,
                                       "multitask_schedule": "ratio", "multitask_ratio": {"asr": 1, "ser": 2}}, 0,
                             "conf/train.yaml, interleaving 1 ASR batch : 2 SER batches (default 1:1)"),
