@@ -22,15 +22,8 @@ from collections import Counter
 from pathlib import Path
 from typing import List, Optional, Set
 
-from espnet_harmonifuse.corpus import espeak
+from espnet_harmonifuse.corpus.mini_emo import CORPORA, plan_corpus, render_all, speaker_id, write_kaldi_dir
 from espnet_harmonifuse.data.format_data import main as format_data
-from espnet_harmonifuse.corpus.mini_emo import (
-    CORPORA,
-    _render,
-    plan_corpus,
-    speaker_id,
-    write_kaldi_dir,
-)
 
 
 def sentences_in(data_dir: Path) -> Set[str]:
@@ -60,13 +53,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     sizes = {f"{c}_{s}": 0 for c in CORPORA for s in ("train", "test")}
     sizes.update({f"{c}_dev": args.n for c in CORPORA})
     plan = plan_corpus(args.wav_dir, args.seed, sizes)
-    espeak.sample_rate()
-    import multiprocessing as mp
-
     for corpus in CORPORA:
         specs = [s for s in plan[f"{corpus}_dev"] if s.words not in used]
-        with mp.get_context("fork").Pool(args.nj) as pool:
-            list(pool.imap_unordered(_render, specs, chunksize=8))
+        render_all(specs, args.nj)
         out = data / f"{corpus}_dev{args.suffix}"
         uid = {s.uttid: s.uttid.replace(f"-{corpus}_dev_", f"-{corpus}_dev{args.suffix}_") for s in specs}
         entries = [(uid[s.uttid], s.wav_path, s.label or s.words, speaker_id(s.voice)) for s in specs]

@@ -253,17 +253,8 @@ def write_kaldi_dir(
         dump(name, [f"{u} {values[u]}" for u, _, _, _ in rows])
 
 
-def generate(
-    wav_dir: str,
-    data_dir: str,
-    seed: int = 0,
-    sizes: Optional[Mapping[str, int]] = None,
-    nj: int = 2,
-    progress: bool = True,
-) -> Dict[str, List[UttSpec]]:
-    """Render the whole corpus and write the six Kaldi data dirs."""
-    plan = plan_corpus(wav_dir, seed, sizes)
-    specs = [s for part in plan.values() for s in part]
+def render_all(specs: Sequence[UttSpec], nj: int = 2, progress: bool = True) -> None:
+    """Write the wav of every utterance of ``specs``, in ``nj`` processes."""
     espeak.sample_rate()  # fail early (and initialise before forking)
     from tqdm import tqdm
 
@@ -277,6 +268,19 @@ def generate(
             for _ in pool.imap_unordered(_render, specs, chunksize=8):
                 bar.update()
     bar.close()
+
+
+def generate(
+    wav_dir: str,
+    data_dir: str,
+    seed: int = 0,
+    sizes: Optional[Mapping[str, int]] = None,
+    nj: int = 2,
+    progress: bool = True,
+) -> Dict[str, List[UttSpec]]:
+    """Render the whole corpus and write the six Kaldi data dirs."""
+    plan = plan_corpus(wav_dir, seed, sizes)
+    render_all([s for part in plan.values() for s in part], nj, progress)
     for part, part_specs in plan.items():
         entries = [(s.uttid, s.wav_path, s.label or s.words, speaker_id(s.voice))
                    for s in part_specs]
