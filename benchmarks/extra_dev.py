@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import List, Optional, Set
 
-from espnet_harmonifuse.corpus.mini_emo import CORPORA, plan_corpus, render_all, speaker_id, write_kaldi_dir
+from espnet_harmonifuse.corpus.mini_emo import CORPORA, plan_corpus, render_all, write_part_dir
 from espnet_harmonifuse.data.format_data import main as format_data
 
 
@@ -58,9 +58,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         render_all(specs, args.nj)
         out = data / f"{corpus}_dev{args.suffix}"
         uid = {s.uttid: s.uttid.replace(f"-{corpus}_dev_", f"-{corpus}_dev{args.suffix}_") for s in specs}
-        entries = [(uid[s.uttid], s.wav_path, s.label or s.words, speaker_id(s.voice)) for s in specs]
-        extra = {"transcript": {uid[s.uttid]: s.words for s in specs}} if corpus == "ser" else None
-        write_kaldi_dir(str(out), entries, extra)
+        write_part_dir(str(out), specs, corpus == "ser", uid)
         labels = dict(Counter(s.label for s in specs)) if corpus == "ser" else {}
         print(f"{out}: {len(specs)} utterances ({args.n - len(specs)} left out: sentence already used) {labels}")
         fmt = ["--src", str(out), "--dst", str(Path(args.dump_dir) / out.name), "--nj", str(args.nj), "--no_progress"]

@@ -29,13 +29,18 @@ from typing import Dict, List, Optional
 COLUMNS = ("asr_dev.wer", "ser_dev.ua", "asr_test.wer", "ser_test.ua")
 
 
+def seed_of(variant: str, run: str) -> Optional[int]:
+    """The seed of run ``run`` of ``variant`` (``variant``: 0, ``variant_seed<k>``: k); None: another variant."""
+    m = re.fullmatch(re.escape(variant) + r"(?:_seed(\d+))?", run)
+    return None if m is None else int(m.group(1) or 0)
+
+
 def records(pattern: str, variant: str, model: str = "") -> Dict[int, Dict[str, float]]:
     """{seed: scores} of ``variant`` in the sweep.json files matching ``pattern``."""
     out: Dict[int, Dict[str, float]] = {}
     for path in sorted(glob.glob(pattern)):
         for rec in json.load(open(path)):
-            m = re.fullmatch(re.escape(variant) + r"(?:_seed(\d+))?", rec["name"])
-            if not m or rec.get("status") != "done":
+            if seed_of(variant, rec["name"]) is None or rec.get("status") != "done":
                 continue
             scores = rec.get(f"model:{model}") if model else rec
             if scores and all(c in scores for c in COLUMNS):
@@ -50,11 +55,11 @@ def decoded(pattern: str, variant: str, tag: str, asr_set: str, ser_set: str) ->
     out: Dict[int, Dict[str, float]] = {}
     for expdir in sorted(glob.glob(pattern)):
         for run in sorted(Path(expdir).iterdir()):
-            m = re.fullmatch(re.escape(variant) + r"(?:_seed(\d+))?", run.name)
+            seed = seed_of(variant, run.name)
             wer = run / f"decode_{tag}" / asr_set / "score_wer" / "scores.json"
             ser = run / f"decode_{tag}" / ser_set / "score_ser" / "scores.json"
-            if m and wer.is_file() and ser.is_file():
-                out[int(m.group(1) or 0)] = {"asr_dev.wer": float(json.loads(wer.read_text())["wer"]),
+            if seed is not None and wer.is_file() and ser.is_file():
+                out[seed] = {"asr_dev.wer": float(json.loads(wer.read_text())["wer"]),
                                              "ser_dev.ua": float(json.loads(ser.read_text())["ua"])}
     return out
 

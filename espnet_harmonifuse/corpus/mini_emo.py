@@ -282,13 +282,19 @@ def generate(
     plan = plan_corpus(wav_dir, seed, sizes)
     render_all([s for part in plan.values() for s in part], nj, progress)
     for part, part_specs in plan.items():
-        entries = [(s.uttid, s.wav_path, s.label or s.words, speaker_id(s.voice))
-                   for s in part_specs]
-        extra = None
-        if part.startswith("ser_"):
-            extra = {"transcript": {s.uttid: s.words for s in part_specs}}
-        write_kaldi_dir(os.path.join(data_dir, part), entries, extra)
+        write_part_dir(os.path.join(data_dir, part), part_specs, part.startswith("ser_"))
     return plan
+
+
+def write_part_dir(
+    out_dir: str, specs: Sequence[UttSpec], ser: bool, uttid: Optional[Mapping[str, str]] = None
+) -> None:
+    """The Kaldi dir of one part: ``text`` holds the label (SER) or the words (ASR); an SER dir also
+    gets ``transcript``, the words spoken. ``uttid`` renames utterances (default: their own ids)."""
+    uid = {s.uttid: (uttid or {}).get(s.uttid, s.uttid) for s in specs}
+    entries = [(uid[s.uttid], s.wav_path, s.label or s.words, speaker_id(s.voice)) for s in specs]
+    extra = {"transcript": {uid[s.uttid]: s.words for s in specs}} if ser else None
+    write_kaldi_dir(out_dir, entries, extra)
 
 
 def get_parser() -> argparse.ArgumentParser:
