@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Core cost figures of HarmoniFuse on this machine (issue: fusion/gate overhead, KV-cache decoding).
+"""Core cost figures of HarmoniFuse on this machine (fusion/gate overhead, KV-cache decoding).
 
 1. Training step time (forward + backward + Adam step) of the full model
    (``prompt_adaptive`` fusion + ``task_gate``) against the plain speech-LM
@@ -143,7 +143,7 @@ def main():
         tmp = Path(tmp)
         (tmp / "text").write_text("u1 THE RED DOG SEES A SMALL BIRD\nu2 TWO GREEN CARS\n")
         (tmp / "conf.yaml").write_text(yaml.safe_dump({"tasks": TINY_TASKS}))
-        tokenizer_train.main(["--config", str(tmp / "conf.yaml"), "--text", str(tmp / "text"), "--out_dir", str(tmp), "--vocab_size", "60"])
+        tokenizer_train.main(["--config", str(tmp / "conf.yaml"), "--text", str(tmp / "text"), "--out_dir", str(tmp), "--vocab_size", "55"])
         bpemodel, config = str(tmp / "bpe.model"), tmp / "conf.yaml"
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; tiny config of test/conftest.py")
         print("Training step, full (prompt_adaptive + task_gate) vs baseline (last_layer + none):")

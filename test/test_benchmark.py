@@ -1,9 +1,11 @@
-"""The benchmark machinery (issue 4), without training: results table, run planning / resumability,
-low-data subsets, the ESPnet launcher quoting and pocketsphinx (the generated ablation configs:
-test_tuning_configs.py)."""
+"""The benchmark machinery (benchmarks/mini_emo), without training: results table, run planning /
+resumability, config digests, low-data subsets, the ESPnet launcher quoting and pocketsphinx (its
+override configs resolve and parse: test_tuning_configs.py)."""
 
 import json
 import math
+import os
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -12,11 +14,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from espnet_harmonifuse.benchmark import run as bench_run
-from espnet_harmonifuse.benchmark import plan, subsets, table
+from conftest import RECIPE
 
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "egs2" / "mini_emo" / "harmonifuse1"
+from benchmarks.mini_emo import plan, subsets, table
+from benchmarks.mini_emo import run as bench_run
+
 SETS = bench_run.Context().sets
 
 
@@ -113,7 +115,7 @@ def test_table_leaves_out_runs_of_an_older_config(fake_bench):
 
 
 def test_table_cli_by_hand_leaves_out_runs_of_an_older_config_too(fake_bench, monkeypatch):
-    """``python -m espnet_harmonifuse.benchmark.table`` from the recipe dir uses the configs' digests
+    """``python -m benchmarks.mini_emo.table`` from the recipe dir uses the configs' digests
     now, as the benchmark's own command does; --all_configs counts every finished run."""
     monkeypatch.chdir(RECIPE)
     asr = fake_bench / "full" / "asr_only"
@@ -182,6 +184,46 @@ def test_config_digest_follows_what_a_config_says_not_how(tmp_path):
     assert plan.content_digest(a, "--max_epoch 1") != plan.content_digest(a)  # extra training args count
 
 
+def test_config_digest_is_of_the_merged_config(tmp_path):
+    """An override file digests as the config it resolves to: as its full equivalent does, and anew
+    when a value in its base changes."""
+    base, over, full = tmp_path / "base.yaml", tmp_path / "over.yaml", tmp_path / "full.yaml"
+    base.write_text("max_epoch: 25\ngate: task_gate\ngate_conf: {init_bias: 2.0}\n")
+    over.write_text("base_config: base.yaml\ngate: none\ngate_conf: !delete\n")
+    full.write_text("max_epoch: 25\ngate: none\n")
+    assert plan.content_digest(over) == plan.content_digest(full)
+    base.write_text("max_epoch: 30\ngate: task_gate\n")
+    assert plan.content_digest(over) != plan.content_digest(full)
+
+
+def test_system_configs_are_the_benchmarks_own():
+    """Every trained system's config is a file of benchmarks/mini_emo/conf; each HarmoniFuse system
+    trains at the budget of conf/budget.yaml, whatever the recipe's conf/train.yaml says."""
+    from espnet_harmonifuse.utils.config import load_config
+
+    budget = load_config(plan.CONF_DIR / "budget.yaml")
+    for s in plan.SYSTEMS.values():
+        if s.config is None:
+            continue
+        assert Path(s.config).is_file() and Path(s.config).parent == plan.CONF_DIR, s.name
+        if s.kind == "harmonifuse":
+            conf = load_config(s.config)
+            assert (conf["max_epoch"], conf["optim_conf"]["lr"]) == (budget["max_epoch"], budget["optim_conf"]["lr"])
+            assert conf["model_conf"]["lsm_weight"] == 0.0 and conf["multitask_schedule"] == "alternate", s.name
+    assert Path(plan.ESPNET_DECODE_CONFIG).is_file()
+
+
+def test_benchmark_script_dry_run_from_the_recipe_dir(tmp_path):
+    """``../../../benchmarks/mini_emo/benchmark.sh --dry_run`` from the recipe dir prints the plan."""
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    cmd = ["../../../benchmarks/mini_emo/benchmark.sh", "--dry_run", "--seeds", "0", "--sizes", "low",
+           "--bench_dir", str(tmp_path / "bench")]
+    out = subprocess.run(cmd, cwd=RECIPE, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "todo  low/harmonifuse/seed0" in out.stdout and "4 of 4 runs to do" in out.stdout
+    assert not (tmp_path / "bench").exists()  # a dry run writes nothing
+
+
 def test_dry_run_lists_the_plan(tmp_path, capsys, monkeypatch):
     recipe = tmp_path / "recipe"
     (recipe / "conf").mkdir(parents=True)
@@ -214,10 +256,10 @@ def test_missing_benchmark_package_stops_before_any_work(tmp_path, capsys, caplo
 
 
 def test_shared_encoder_pretraining_keeps_the_benchmark_budget(tmp_path, monkeypatch):
-    """The benchmark pre-trains its shared encoder for BENCH_PRETRAIN_EPOCHS (15, the budget of its
-    37 finished runs) whatever conf/pretrain.yaml says now; the smoke test keeps its tiny budget; and
+    """The benchmark pre-trains its shared encoder for BENCH_PRETRAIN_EPOCHS (15, its fixed budget)
+    whatever the recipe's conf/pretrain.yaml says; the smoke test keeps its tiny budget; and
     the budget is part of the size's fingerprint, so a prepared size dir of another budget is refused."""
-    from espnet_harmonifuse.benchmark import prepare
+    from benchmarks.mini_emo import prepare
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "conf").mkdir()
@@ -295,7 +337,7 @@ def test_allocate_largest_remainder():
 
 # ----------------------------------------------------------------------------- ESPnet launcher
 def test_espnet_launcher_quotes_shell_words(tmp_path):
-    from espnet_harmonifuse.benchmark.espnet_baselines import CommandFailed, Launcher
+    from benchmarks.mini_emo.espnet_baselines import CommandFailed, Launcher
 
     out = tmp_path / "out.txt"
     code = f"import sys; open({str(out)!r}, 'w').write(' '.join(sys.argv[1:]))"
@@ -310,7 +352,7 @@ def test_pocketsphinx_decodes_espeak_speech_to_uppercase_text(tmp_path):
     pytest.importorskip("pocketsphinx")
     from scipy.signal import resample_poly
 
-    from espnet_harmonifuse.benchmark.pocketsphinx_decode import decode_scp
+    from benchmarks.mini_emo.pocketsphinx_decode import decode_scp
     from espnet_harmonifuse.corpus.espeak import synthesize
 
     wave, sr = synthesize("the red dog sees a small bird", voice="en-us", rate=150)
@@ -327,7 +369,7 @@ def test_pocketsphinx_decodes_espeak_speech_to_uppercase_text(tmp_path):
 
 def test_pocketsphinx_cli_writes_a_line_per_utterance(tmp_path):
     pytest.importorskip("pocketsphinx")
-    from espnet_harmonifuse.benchmark import pocketsphinx_decode
+    from benchmarks.mini_emo import pocketsphinx_decode
 
     sf.write(tmp_path / "silence.wav", np.zeros(8000, np.float32), 16000, subtype="PCM_16")
     (tmp_path / "wav.scp").write_text(f"sil {tmp_path / 'silence.wav'}\n")

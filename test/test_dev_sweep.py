@@ -1,22 +1,22 @@
-"""benchmarks/dev_sweep.py (issue 4, item 5): its config variants, its scores and its summary of cut runs."""
+"""benchmarks/sweeps (dev_sweep, sweep_means, extra_dev): config variants, scores, summaries of cut
+runs, means over seeds and the larger dev set."""
 
 import json
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import RECIPE, ROOT, load_script
+from conftest import RECIPE, ROOT
+
+from benchmarks.sweeps import dev_sweep as ds
+from benchmarks.sweeps import extra_dev as ed
+from benchmarks.sweeps import sweep_means as sm
+from espnet_harmonifuse.utils.config import load_config
 
 
-def _dev_sweep_module():
-    return load_script(ROOT / "benchmarks" / "dev_sweep.py")
-
-
-def test_dev_sweep_variants_change_only_their_keys(monkeypatch):
-    ds = _dev_sweep_module()
-    monkeypatch.chdir(RECIPE)
+def test_dev_sweep_variants_change_only_their_keys():
     for name, v in ds.VARIANTS.items():
-        base, new = yaml.safe_load((RECIPE / v.base).read_text()), ds.edited_config(Path("."), v)
+        base, new = load_config(ROOT / v.base), ds.edited_config(v)
+        assert "base_config" not in new, name  # written out in full: the run needs no other file
         for key, value in v.edits.items():
             block, _, leaf = key.rpartition(".")
             assert (new[block] if block else new)[leaf] == value, name
@@ -31,12 +31,10 @@ def test_dev_sweep_variants_change_only_their_keys(monkeypatch):
         [("hf_lr1e-3_seed1", 1), ("hf_lr1e-3_seed2", 2), ("hf_s1", 1), ("hf_s1_seed2", 2)]
     assert ds.jobs(["hf_s1"], "")[0][1] == ds.VARIANTS["hf_s1"]
     with pytest.raises(KeyError, match="no nonexistent_conf block"):
-        ds.edited_config(Path("."), ds.Variant(ds.HF, {"nonexistent_conf.x": 1}, 0, "bad"))
+        ds.edited_config(ds.Variant(ds.HF, {"nonexistent_conf.x": 1}, 0, "bad"))
 
 
 def test_dev_sweep_summarises_cut_runs_from_train_logs(tmp_path):
-    ds = _dev_sweep_module()
-
     def log(name, epochs):
         d = tmp_path / name
         d.mkdir()
@@ -62,7 +60,6 @@ def test_dev_sweep_summarises_cut_runs_from_train_logs(tmp_path):
 
 
 def test_dev_sweep_reads_dev_and_test_scores(tmp_path):
-    ds = _dev_sweep_module()
     files = {("asr_dev", "score_wer"): {"wer": 19.234, "cer": 12.0},
              ("ser_test", "score_ser"): {"ua": 69.0, "wa": 70.0, "macro_f1": 68.75}}
     for (dset, sub), s in files.items():
@@ -98,7 +95,6 @@ def test_dev_sweep_decodes_each_trained_model_again_with_each_beam(tmp_path, mon
     under their own tag, and the record keeps both decodes apart."""
     import argparse
 
-    ds = _dev_sweep_module()
     monkeypatch.chdir(RECIPE)
     calls = []
 
@@ -124,7 +120,6 @@ def test_dev_sweep_decodes_each_run_again_with_each_model_file(tmp_path, monkeyp
     """--models: stages 7-8 again with --inference_model <file> under a tag of their own, scored apart."""
     import argparse
 
-    ds = _dev_sweep_module()
     monkeypatch.chdir(RECIPE)
     calls = []
 
@@ -138,22 +133,20 @@ def test_dev_sweep_decodes_each_run_again_with_each_model_file(tmp_path, monkeyp
                              "--inference_model", "valid.acc.ave_5best.pth"]
     assert rec["asr_dev.wer"] == 20.0 and rec["model:valid.acc.ave_5best.pth"]["asr_dev.wer"] == 17.0
     assert "| default_nbest10 | the same run, decoded with valid.acc.ave_5best.pth | 17.00 |" in ds.markdown([rec])
-    conf = ds.edited_config(RECIPE, ds.VARIANTS["default_lsm0.1"])
+    conf = ds.edited_config(ds.VARIANTS["default_lsm0.1"])
     assert conf["keep_nbest_models"] == [3, 5, 10] and conf["model_conf"]["lsm_weight"] == 0.1
     assert conf["max_epoch"] == 35  # the recipe's default, not the benchmark's config
-    assert ds.edited_config(RECIPE, ds.VARIANTS["default_nbest10"])["model_conf"]["lsm_weight"] == 0.0  # its baseline
+    assert ds.edited_config(ds.VARIANTS["default_nbest10"])["model_conf"]["lsm_weight"] == 0.0  # its baseline
     # both keep the 1:1 interleaving they were run with; default_ser2 is the 1:2 one, whatever the default is
     assert conf["multitask_schedule"] == "alternate"
-    assert ds.edited_config(RECIPE, ds.VARIANTS["default_nbest10"])["multitask_schedule"] == "alternate"
-    ser2 = ds.edited_config(RECIPE, ds.VARIANTS["default_ser2"])
+    assert ds.edited_config(ds.VARIANTS["default_nbest10"])["multitask_schedule"] == "alternate"
+    ser2 = ds.edited_config(ds.VARIANTS["default_ser2"])
     assert ser2["multitask_schedule"] == "ratio" and ser2["multitask_ratio"] == {"asr": 1, "ser": 2}
 
 
 def test_sweep_means_averages_each_configuration_over_its_seeds(tmp_path, capsys):
-    """benchmarks/sweep_means.py: per configuration, the mean over the finished seeds of a variant
+    """benchmarks/sweeps/sweep_means.py: per configuration, the mean over the finished seeds of a variant
     (its own name and <name>_seed<k>), from the run's scores or an extra decode's, and the dev criterion."""
-    sm = load_script(ROOT / "benchmarks" / "sweep_means.py")
-
     def rec(name, seed, wer, ua, status="done", extra=None):
         s = {"asr_dev.wer": wer, "ser_dev.ua": ua, "asr_test.wer": wer - 2, "ser_test.ua": ua - 4}
         return {"name": name, "seed": seed, "status": status, **s, **({"model:m.pth": extra} if extra else {})}
@@ -184,13 +177,12 @@ def test_sweep_means_averages_each_configuration_over_its_seeds(tmp_path, capsys
 
 
 def test_extra_dev_set_is_from_dev_voices_and_shares_no_sentence_with_the_corpus(tmp_path):
-    """benchmarks/extra_dev.py: a larger dev set of the dev voices, without any sentence that a data
+    """benchmarks/sweeps/extra_dev.py: a larger dev set of the dev voices, without any sentence that a data
     dir already holds, formatted into dump/raw (16 kHz wavs that the recipe reads)."""
     import soundfile as sf
 
     from espnet_harmonifuse.corpus import mini_emo
 
-    ed = load_script(ROOT / "benchmarks" / "extra_dev.py")
     sizes = {f"{c}_{s}": 0 for c in mini_emo.CORPORA for s in ("train", "test")}
     plan = mini_emo.plan_corpus(str(tmp_path / "w"), 7, {**sizes, "asr_dev": 6, "ser_dev": 6})
     taken_asr, taken_ser = plan["asr_dev"][0].words, plan["ser_dev"][1].words
