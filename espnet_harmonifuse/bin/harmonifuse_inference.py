@@ -2,7 +2,9 @@
 """Decode with a trained HarmoniFuse model (``python -m espnet2.bin.harmonifuse_inference``).
 
 Writes ESPnet-style ``text`` and ``score`` files and ``results.jsonl`` (one JSON
-object per utterance) into ``--output_dir``.
+object per utterance) into ``--output_dir``. ``--config decode.yaml`` gives any of the
+options below as YAML keys (``beam_size: 4``), as ESPnet's ``asr_inference --config``:
+options on the command line win over the file, and an unknown key is an error.
 """
 
 import argparse
@@ -11,11 +13,14 @@ import logging
 import sys
 from pathlib import Path
 
+from espnet2.utils import config_argparse
 from tqdm import tqdm
+
+DECODING_OPTIONS = ("batch_size", "beam_size", "max_new_tokens", "length_penalty", "prompt_index", "label_decoding")
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = config_argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--train_config", help="config.yaml written by training")
     p.add_argument("--model_file", help="a *.pth written by training")
     p.add_argument("--model_dir", help="instead of the two above: an exp dir or a packed .zip")
@@ -53,6 +58,8 @@ def main(cmd=None):
     from espnet_harmonifuse.preprocessor import TaskPreprocessor
     from espnet_harmonifuse.tasks import HarmoniFuseTask
 
+    logging.info("decoding options: " + " ".join(f"{k}={getattr(args, k)}" for k in DECODING_OPTIONS)
+                 + (f" (config: {args.config})" if args.config else ""))
     device = "cuda" if args.ngpu > 0 else "cpu"
     if args.model_dir:
         hf = HarmoniFuse.from_pretrained(args.model_dir, args.model_file, device)

@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
-"""Train the sentencepiece model of a from-scratch LLM on the targets, prompts and labels."""
+"""Train the sentencepiece model of a from-scratch LLM on the targets, prompts and labels.
+
+The model has exactly ``--vocab_size`` pieces (sentencepiece's hard limit, as ESPnet's asr.sh
+trains it): a size the text does not allow stops with the sizes it does allow.
+"""
 
 import argparse
 import logging
+import re
 from pathlib import Path
+from typing import Sequence
 
 from espnet_harmonifuse.bin.common import load_train_args
 from espnet_harmonifuse.data.kaldi_dir import read_pairs
@@ -21,6 +27,22 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def vocab_size_error(message: str, asked: int, texts: Sequence[str]) -> str:
+    """sentencepiece's refusal of ``asked`` pieces as one message with the sizes allowed and the fix."""
+    where = (f"tokenizer_train: --vocab_size {asked} does not fit the text of {', '.join(texts)} "
+             "(+ the config's prompts and labels)")
+    small = re.search(r"smaller than required_chars\. \d+ vs (\d+)", message)
+    large = re.search(r"Vocabulary size too high \(\d+\)\. Please set it to a value <= (\d+)", message)
+    if small:
+        what, n, bound = "too small, it needs at least", small.group(1), "more"
+    elif large:
+        what, n, bound = "too large, this text allows at most", large.group(1), "less"
+    else:
+        return f"{where}: sentencepiece: {message.strip()}"
+    detail = " (its characters + 4 special pieces)" if small else ""
+    return f"{where}: {what} {n} pieces{detail}. Fix: --nbpe {n} or {bound} (harmonifuse.sh; --vocab_size here)"
+
+
 def main(cmd=None):
     import sentencepiece as spm
 
@@ -32,25 +54,27 @@ def main(cmd=None):
     lines = []
     for path in args.text:
         if not Path(path).is_file():
-            raise FileNotFoundError(f"text file '{path}' does not exist (run the data stages first)")
+            raise SystemExit(f"tokenizer_train: text file '{path}' does not exist (run the data stages first)")
         lines += [text for _, text in read_pairs(path) if text]
     for spec in tasks:
         lines += spec.prompts + spec.labels
     corpus = out / "train_text.txt"
     corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    spm.SentencePieceTrainer.train(
-        input=str(corpus),
-        model_prefix=str(out / "bpe"),
-        vocab_size=args.vocab_size,
-        model_type=args.model_type,
-        character_coverage=args.character_coverage,
-        pad_id=0,
-        unk_id=1,
-        bos_id=2,
-        eos_id=3,
-        hard_vocab_limit=False,
-        minloglevel=2,
-    )
+    try:
+        spm.SentencePieceTrainer.train(
+            input=str(corpus),
+            model_prefix=str(out / "bpe"),
+            vocab_size=args.vocab_size,
+            model_type=args.model_type,
+            character_coverage=args.character_coverage,
+            pad_id=0,
+            unk_id=1,
+            bos_id=2,
+            eos_id=3,
+            minloglevel=2,
+        )
+    except RuntimeError as e:
+        raise SystemExit(vocab_size_error(str(e), args.vocab_size, args.text)) from None
     sp = spm.SentencePieceProcessor(model_file=str(out / "bpe.model"))
     (out / "tokens.txt").write_text(
         "\n".join(sp.id_to_piece(i) for i in range(sp.get_piece_size())) + "\n", encoding="utf-8"
