@@ -1,8 +1,6 @@
 """Python API: ``HarmoniFuse.from_pretrained(exp_dir_or_zip)`` then ``model(wav, task="asr")``."""
 
-import hashlib
 import logging
-import zipfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -11,23 +9,20 @@ import torch
 
 from espnet_harmonifuse.decoding import beam_search, greedy_search, score_labels
 from espnet_harmonifuse.espnet_model import HarmoniFuseModel, pack
+from espnet_harmonifuse.utils.checkpoint import CheckpointError, load_state_dict_strict
+from espnet_harmonifuse.utils.packed import extract_packed
 
 MODEL_FILE_CANDIDATES = ("model.pth", "valid.loss.best.pth", "valid.acc.best.pth", "valid.loss.ave.pth", "latest.pth")
-CACHE_DIR = Path.home() / ".cache" / "espnet_harmonifuse"
 
 
 def resolve_model_dir(path: Union[str, Path], model_file: Optional[str] = None):
-    """``(config.yaml, model file)`` of an exp dir or a packed zip (extracted into a cache dir)."""
+    """``(config.yaml, model file)`` of an exp dir or a packed zip (extracted into a cache dir:
+    ``$ESPNET_HARMONIFUSE_CACHE``, default ``~/.cache/espnet_harmonifuse``; see utils/packed.py)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"'{path}' does not exist: give an exp dir (with config.yaml) or a packed .zip")
     if path.is_file() and path.suffix == ".zip":
-        digest = hashlib.sha1(f"{path.resolve()}:{path.stat().st_mtime_ns}".encode()).hexdigest()[:16]
-        target = CACHE_DIR / f"{path.stem}-{digest}"
-        if not (target / "config.yaml").is_file():
-            with zipfile.ZipFile(path) as zf:
-                zf.extractall(target)
-        path = target
+        path = extract_packed(path)
     config = path / "config.yaml" if path.is_dir() else path
     base = config.parent
     if model_file is not None:
@@ -77,14 +72,18 @@ class HarmoniFuse:
         import yaml
 
         from espnet_harmonifuse.tasks import HarmoniFuseTask
-        from espnet_harmonifuse.utils.checkpoint import load_state_dict_strict
 
         config, mf = resolve_model_dir(path, model_file)
         with open(config, encoding="utf-8") as f:
             args = argparse.Namespace(**yaml.safe_load(f))
         _rebase_paths(args, config.parent)
         model = HarmoniFuseTask.build_model(args)
-        load_state_dict_strict(model, mf, config)
+        try:
+            load_state_dict_strict(model, mf, config)
+        except CheckpointError as e:
+            if Path(path).suffix == ".zip":  # its cache dir alone would not say which model
+                raise CheckpointError(f"packed model '{path}': {e}") from None
+            raise
         logging.info(f"loaded {mf} with {config} on {device}")
         return cls(model.to(device), args, device)
 
