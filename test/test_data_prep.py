@@ -46,8 +46,9 @@ def test_format_data_counts_and_outputs(src, tmp_path, nj):
     dst = tmp_path / "dump" / "train"
     summary = fd.format_data(str(src), str(dst), fs=16000, nj=nj, progress=False)
     counts = {k: summary[k] for k in fd.COUNT_KEYS}
-    assert counts == {"kept": 2, "dropped_unreadable": 1, "dropped_empty": 1, "downmixed": 1,
-                      "resampled": 1, "dropped_id_mismatch": 2}
+    assert counts == {"kept": 2, "dropped_unreadable": 1, "dropped_truncated": 0, "dropped_empty": 1,
+                      "dropped_empty_text": 0, "dropped_id_mismatch": 2, "downmixed": 1, "resampled": 1,
+                      "silent": 0}
     assert summary["first_id_mismatch"] == ["e", "f"]
     assert json.loads((dst / "format.log.json").read_text())["kept"] == 2
     wav = kd.read_kv(dst / "wav.scp")
@@ -81,10 +82,13 @@ def test_format_data_label_outside_list_raises(src, tmp_path):
     assert rc == 1
 
 
-def test_format_data_pipe_is_an_error(src, tmp_path):
-    _write(src / "wav.scp", ["a sox a.flac -t wav - |"])
-    with pytest.raises(fd.FormatError, match="pipe"):
-        fd.format_data(str(src), str(tmp_path / "dst"), progress=False)
+def test_format_data_reads_a_pipe_and_drops_a_failing_one(src, tmp_path):
+    wavs = kd.read_kv(src / "wav.scp")
+    _write(src / "wav.scp", [f"a cat {wavs['a']} |", "b no_such_command_xyz |"])
+    summary = fd.format_data(str(src), str(tmp_path / "dst"), progress=False)
+    assert summary["kept"] == 1 and summary["dropped"]["b"] == "unreadable audio"
+    out, fs = sf.read(kd.read_kv(tmp_path / "dst" / "wav.scp")["a"])
+    assert fs == 16000 and np.abs(out - sf.read(wavs["a"])[0]).max() < 1e-4
 
 
 def test_format_data_cli(src, tmp_path):

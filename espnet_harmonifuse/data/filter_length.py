@@ -19,6 +19,7 @@ import soundfile as sf
 from espnet_harmonifuse.data.kaldi_dir import read_kv, utt2spk_to_spk2utt, write_kv, write_spk2utt
 
 PER_UTT = ("wav.scp", "text", "utt2spk")
+MAX_LISTED = 10
 
 
 def _source(data_dir: str, name: str) -> str:
@@ -55,7 +56,13 @@ def filter_length(data_dir: str, min_sec: float = 0.0, max_sec: Optional[float] 
     keep = {u for u, d in dur.items() if min_sec <= d <= max_sec}
     if not keep:
         raise ValueError(f"{data_dir}: no utterance within [{min_sec}, {max_sec}] s "
-                         f"(short={len(short)} long={len(long)} unreadable={len(unreadable)})")
+                         f"(short={len(short)} long={len(long)} unreadable={len(unreadable)}); "
+                         f"set --min_sec/--max_sec to fit the data (durations: {data_dir}/wav.scp)")
+    for what, utts in ((f"shorter than --min_sec {min_sec}", short), (f"longer than --max_sec {max_sec}", long)):
+        if utts:
+            shown = ", ".join(f"'{u}' ({dur[u]:.2f} s)" for u in sorted(utts)[:MAX_LISTED])
+            logging.warning("%s: dropped %d utterance(s) %s s: %s%s", data_dir, len(utts), what, shown,
+                            f" ... (+{len(utts) - MAX_LISTED} more)" if len(utts) > MAX_LISTED else "")
     for name in names + ["spk2utt"]:
         p = os.path.join(data_dir, name)
         if os.path.exists(p) and not os.path.exists(p + ".bak"):

@@ -3,18 +3,27 @@
     python -m espnet_harmonifuse.data.format_data --src data/train --dst dump/raw/train \\
         --fs 16000 [--labels neutral,happy,angry,sad] [--audio_format wav] [--nj 4]
 
-For every utterance: unreadable or empty audio -> dropped (counted); multichannel -> downmixed to
-mono (counted); other sample rate -> resampled (counted). Ids missing from one of wav.scp/text/
-utt2spk are dropped (counted, first ids named). Labels outside ``--labels`` stop with an error.
-The summary goes to the log and to DST/format.log.json.
+wav.scp entries are audio file paths (any format libsndfile reads: wav, flac, ogg, 16/24/32-bit
+or float PCM), ``ark:offset`` entries, or Kaldi pipe commands (``sox a.flac -t wav - |``: the
+command runs in a shell and its output is read as audio, as ESPnet's format_wav_scp.py does).
+
+Every utterance is converted or dropped, never silently: unreadable, truncated or empty audio ->
+dropped; an empty transcript (sets without ``--labels``) -> dropped; ids missing from one of
+wav.scp/text/utt2spk -> dropped; multichannel -> downmixed to mono; other sample rate ->
+resampled; all-silent audio -> kept and named in a warning. A warning lists the dropped
+utterances of each kind, and DST/format.log.json holds the counts and every dropped id with its
+reason. The stage stops (exit 1, naming the file and the fix) for what it cannot decide alone:
+labels outside ``--labels``, an id repeated with different values, a file that is not UTF-8.
 """
 import argparse
 import hashlib
+import io
 import json
 import logging
 import os
 import re
 import shutil
+import subprocess
 import sys
 from math import gcd
 from multiprocessing import Pool
@@ -24,26 +33,55 @@ import numpy as np
 import soundfile as sf
 
 from espnet_harmonifuse.data.kaldi_dir import (
+    KaldiDirError,
     label_problems,
     parse_labels,
     read_kv,
-    read_pairs,
+    read_kv_unique,
     validate_data_dir,
     write_data_dir,
     write_kv,
 )
 
-COUNT_KEYS = ("kept", "dropped_unreadable", "dropped_empty", "downmixed", "resampled",
-              "dropped_id_mismatch")
+COUNT_KEYS = ("kept", "dropped_unreadable", "dropped_truncated", "dropped_empty", "dropped_empty_text",
+              "dropped_id_mismatch", "downmixed", "resampled", "silent")
 KEEP_FILES_SKIP = ("utt2spk", "utt2dur", "utt2num_samples")
+# Why an utterance was dropped: the status of process_one (or of the id/text checks) -> words.
+REASONS = {"unreadable": "unreadable audio", "truncated": "truncated audio file", "empty": "empty audio",
+           "empty_text": "empty transcript", "id_mismatch": "id not in all of wav.scp/text/utt2spk"}
+MAX_LISTED = 10
+# libsndfile's log line for a WAV whose header declares more audio than the file holds.
+_TRUNCATED_RE = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_STREAM_SIZE = 0x7FFF0000  # at or above: a header written to a pipe, whose length was unknown
 
 
-class FormatError(ValueError):
+class FormatError(KaldiDirError):
     """A data problem the user must fix in local/data.sh (not silently dropped)."""
 
 
+def _run_pipe(entry: str) -> io.BytesIO:
+    """The output of a Kaldi pipe entry (``cmd ... |``), run in a shell."""
+    cmd = entry.rstrip()[:-1].strip()
+    proc = subprocess.run(cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if proc.returncode != 0 or not proc.stdout:
+        err = proc.stderr.decode("utf-8", errors="replace").strip().splitlines()
+        raise OSError(f"command '{cmd}' failed (exit status {proc.returncode}"
+                      f"{', no output' if not proc.stdout else ''}){': ' + err[-1] if err else ''}")
+    return io.BytesIO(proc.stdout)
+
+
+def truncation(extra_info: str) -> Optional[Tuple[int, int]]:
+    """(declared, present) bytes of audio data when a WAV header declares more than the file holds."""
+    m = _TRUNCATED_RE.search(extra_info or "")
+    if m and int(m.group(2)) < int(m.group(1)) < _STREAM_SIZE:
+        return int(m.group(1)), int(m.group(2))
+    return None
+
+
 def read_audio(entry: str) -> Tuple[np.ndarray, int]:
-    """Read a wav.scp entry as float32 (frames, channels) and its sample rate."""
+    """Read a wav.scp entry as float32 (frames, channels) and its sample rate.
+
+    Raises OSError for a truncated WAV file (its header declares more audio than it holds)."""
     if re.search(r"\.ark:\d+$", entry):
         import kaldiio
 
@@ -52,8 +90,13 @@ def read_audio(entry: str) -> Tuple[np.ndarray, int]:
         if arr.dtype.kind == "i":
             arr = arr.astype(np.float32) / 32768.0
         return arr.reshape(len(arr), -1).astype(np.float32), int(rate)
-    data, rate = sf.read(entry, dtype="float32", always_2d=True)
-    return data, int(rate)
+    source = _run_pipe(entry) if entry.rstrip().endswith("|") else entry
+    with sf.SoundFile(source) as f:
+        cut = truncation(f.extra_info) if isinstance(source, str) else None
+        if cut:
+            raise OSError(f"truncated: its header declares {cut[0]} bytes of audio, the file holds "
+                          f"{cut[1]}; copy or extract it again")
+        return f.read(dtype="float32", always_2d=True), int(f.samplerate)
 
 
 def resample(x: np.ndarray, sr: int, fs: int) -> np.ndarray:
@@ -79,14 +122,15 @@ def safe_name(utt: str) -> str:
 def process_one(job: Tuple[str, str, str, int, str]) -> Dict:
     """Convert one utterance; returns its status and flags (never raises on bad audio)."""
     utt, entry, out_dir, fs, audio_format = job
-    res = {"utt": utt, "status": "kept", "downmixed": False, "resampled": False, "path": None}
+    res = {"utt": utt, "status": "kept", "downmixed": False, "resampled": False, "silent": False, "path": None}
     try:
         data, sr = read_audio(entry)
     except Exception as e:  # noqa: BLE001 - any reader failure means "unreadable"
-        res.update(status="unreadable", error=f"{type(e).__name__}: {e}")
+        status = "truncated" if str(e).startswith("truncated:") else "unreadable"
+        res.update(status=status, error=str(e) if status == "truncated" else f"{type(e).__name__}: {e}")
         return res
     if data.size == 0 or data.shape[0] == 0:
-        res["status"] = "empty"
+        res.update(status="empty", error="0 samples")
         return res
     if data.shape[1] > 1:
         x = data.mean(axis=1)
@@ -97,8 +141,9 @@ def process_one(job: Tuple[str, str, str, int, str]) -> Dict:
         x = resample(x, sr, fs)
         res["resampled"] = True
     if x.size == 0:
-        res["status"] = "empty"
+        res.update(status="empty", error=f"0 samples at {fs} Hz")
         return res
+    res["silent"] = bool(np.max(np.abs(x)) <= 1.0 / 32768)
     path = os.path.join(out_dir, f"{safe_name(utt)}.{audio_format}")
     sf.write(path, np.clip(x, -1.0, 1.0), fs, subtype="PCM_16", format=audio_format.upper())
     res["path"] = path
@@ -119,6 +164,41 @@ def _clean_dst(dst: str) -> None:
                 os.remove(os.path.join(dst, name))
 
 
+def read_src(src: str, labels: Optional[List[str]]) -> Tuple[Dict[str, str], Dict[str, str], Dict[str, str]]:
+    """wav, text and utt2spk of ``src``; FormatError for what the user must fix first."""
+    for name in ("wav.scp", "text"):
+        if not os.path.exists(os.path.join(src, name)):
+            raise FormatError(f"{src}/{name} is missing; local/data.sh must write it")
+    if os.path.exists(os.path.join(src, "segments")):
+        raise FormatError(f"{src}/segments is not supported; cut the audio into files in local/data.sh")
+    if labels:
+        probs = label_problems(os.path.join(src, "text"), labels)
+        if probs:
+            raise FormatError("\n  ".join(probs))
+    has_u2s = os.path.exists(os.path.join(src, "utt2spk"))
+    out = []
+    for name in ("wav.scp", "text", "utt2spk") if has_u2s else ("wav.scp", "text"):
+        kv, repeated = read_kv_unique(os.path.join(src, name))
+        if repeated:
+            logging.warning("%s/%s: %d ids appear more than once, each time with the same value; kept "
+                            "once: %s", src, name, len(repeated), ", ".join(repeated[:MAX_LISTED]))
+        out.append(kv)
+    if not has_u2s:
+        out.append({k: k for k in out[0]})
+    return out[0], out[1], out[2]
+
+
+def _warn_dropped(src: str, dst: str, dropped: Dict[str, str], detail: Dict[str, str]) -> None:
+    """One warning per reason, listing the utterances (up to MAX_LISTED) and what was wrong."""
+    for reason in REASONS.values():
+        utts = sorted(u for u, r in dropped.items() if r == reason)
+        if utts:
+            shown = "; ".join(f"'{u}'{' (' + detail[u] + ')' if detail.get(u) else ''}" for u in utts[:MAX_LISTED])
+            more = f"; ... (+{len(utts) - MAX_LISTED} more)" if len(utts) > MAX_LISTED else ""
+            logging.warning("%s: dropped %d utterance(s) with %s: %s%s (all are listed in %s/format.log.json)",
+                            src, len(utts), reason, shown, more, dst)
+
+
 def format_data(
     src: str,
     dst: str,
@@ -130,41 +210,21 @@ def format_data(
 ) -> Dict:
     """Format ``src`` into ``dst``; returns the summary dict (also written to format.log.json)."""
     labels = parse_labels(labels)
-    for name in ("wav.scp", "text"):
-        if not os.path.exists(os.path.join(src, name)):
-            raise FormatError(f"{src}/{name} is missing; local/data.sh must write it")
-    if os.path.exists(os.path.join(src, "segments")):
-        raise FormatError(f"{src}/segments is not supported; cut the audio into files in local/data.sh")
-    wav_pairs = read_pairs(os.path.join(src, "wav.scp"))
-    for utt, entry in wav_pairs:
-        if entry.rstrip().endswith("|"):
-            raise FormatError(
-                f"{src}/wav.scp: utterance '{utt}' is a pipe command ('{entry}'); pipes are not "
-                f"supported: write audio file paths in wav.scp (convert the audio in local/data.sh)"
-            )
-    if labels:
-        probs = label_problems(os.path.join(src, "text"), labels)
-        if probs:
-            raise FormatError("label outside --labels:\n  " + "\n  ".join(probs))
-    wav = dict(wav_pairs)
-    text = read_kv(os.path.join(src, "text"))
-    has_u2s = os.path.exists(os.path.join(src, "utt2spk"))
-    utt2spk = read_kv(os.path.join(src, "utt2spk")) if has_u2s else {k: k for k in wav}
+    wav, text, utt2spk = read_src(src, labels)
     common = set(wav) & set(text) & set(utt2spk)
     mismatch = (set(wav) | set(text) | set(utt2spk)) - common
-    if mismatch:
-        details = []
-        for name, d in (("wav.scp", wav), ("text", text), ("utt2spk", utt2spk)):
-            missing = (common | mismatch) - set(d)
-            if missing:
-                details.append(f"{len(missing)} ids missing from {name} (e.g. {', '.join(_first(missing))})")
-        logging.warning("%s: dropping ids not in all of wav.scp/text/utt2spk: %s", src, "; ".join(details))
+    dropped = {u: REASONS["id_mismatch"] for u in mismatch}
+    detail = {}
+    for u in mismatch:
+        detail[u] = "missing from " + ", ".join(n for n, d in (("wav.scp", wav), ("text", text),
+                                                               ("utt2spk", utt2spk)) if u not in d)
+    if not labels:
+        dropped.update({u: REASONS["empty_text"] for u in common if not text[u].strip()})
 
     _clean_dst(dst)
     out_dir = os.path.join(dst, "data")
     os.makedirs(out_dir, exist_ok=True)
-    jobs = [(u, wav[u], out_dir, fs, audio_format) for u in sorted(common)]
-    results: List[Dict] = []
+    jobs = [(u, wav[u], out_dir, fs, audio_format) for u in sorted(common) if u not in dropped]
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
@@ -179,27 +239,35 @@ def format_data(
         results = [process_one(j) for j in tqdm(jobs, **bar)]
 
     kept = {r["utt"]: r["path"] for r in results if r["status"] == "kept"}
-    unreadable = [r for r in results if r["status"] == "unreadable"]
+    for r in results:
+        if r["status"] != "kept":
+            dropped[r["utt"]] = REASONS[r["status"]]
+            detail[r["utt"]] = f"{wav[r['utt']]}: {r['error']}"
+    silent = sorted(r["utt"] for r in results if r["status"] == "kept" and r["silent"])
+    by_reason = {key: sum(r == reason for r in dropped.values()) for key, reason in REASONS.items()}
     counts = {
         "kept": len(kept),
-        "dropped_unreadable": len(unreadable),
-        "dropped_empty": sum(r["status"] == "empty" for r in results),
+        **{f"dropped_{key}": n for key, n in by_reason.items()},
         "downmixed": sum(r["downmixed"] for r in results if r["status"] == "kept"),
         "resampled": sum(r["resampled"] for r in results if r["status"] == "kept"),
-        "dropped_id_mismatch": len(mismatch),
+        "silent": len(silent),
     }
-    summary = dict(counts, src=src, dst=dst, fs=fs,
+    summary = dict({k: counts[k] for k in COUNT_KEYS}, src=src, dst=dst, fs=fs,
                    first_id_mismatch=_first(mismatch),
-                   first_unreadable={r["utt"]: r.get("error", "") for r in
-                                     sorted(unreadable, key=lambda r: r["utt"])[:5]},
-                   first_empty=_first(r["utt"] for r in results if r["status"] == "empty"))
+                   first_unreadable={u: detail[u] for u in _first(u for u, r in dropped.items()
+                                                                  if r == REASONS["unreadable"])},
+                   first_empty=_first(u for u, r in dropped.items() if r == REASONS["empty"]),
+                   silent_utts=silent, dropped={u: dropped[u] for u in sorted(dropped)})
     logging.info("format_data %s -> %s: %s", src, dst, " ".join(f"{k}={counts[k]}" for k in COUNT_KEYS))
-    for utt, err in summary["first_unreadable"].items():
-        logging.warning("unreadable audio for '%s' (%s): %s", utt, wav[utt], err)
+    _warn_dropped(src, dst, dropped, detail)
+    if silent:
+        logging.warning("%s: %d utterance(s) are all silence (kept; check their audio): %s", src, len(silent),
+                        ", ".join(silent[:MAX_LISTED]) + (" ..." if len(silent) > MAX_LISTED else ""))
     with open(os.path.join(dst, "format.log.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, ensure_ascii=False)
     if not kept:
-        raise FormatError(f"{src}: no utterance left after formatting; see {dst}/format.log.json")
+        raise FormatError(f"{src}: no utterance left after formatting ({len(dropped)} dropped, reasons in "
+                          f"{dst}/format.log.json); fix the entries of {src}/wav.scp and {src}/text in local/data.sh")
 
     write_data_dir(dst, kept, {u: text[u] for u in kept}, {u: utt2spk[u] for u in kept})
     for name in sorted(os.listdir(src)):  # extra per-utterance files (utt2emo, utt2lang, ...)
@@ -226,7 +294,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         format_data(args.src, args.dst, args.fs, args.labels, args.audio_format, args.nj,
                     progress=not args.no_progress)
-    except FormatError as e:
+    except KaldiDirError as e:
         logging.error("%s", e)
         return 1
     return 0

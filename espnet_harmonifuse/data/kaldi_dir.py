@@ -21,22 +21,67 @@ PathLike = Union[str, Path]
 UTT_FILES = ("wav.scp", "text", "utt2spk")
 
 
+class KaldiDirError(ValueError):
+    """A data dir file the user must fix (the message names the file and the fix)."""
+
+
+def _lines(path: PathLike) -> Iterable[Tuple[int, str]]:
+    """(line number, text) of a UTF-8 file; a clear error names the first line that is not UTF-8."""
+    with open(path, "rb") as f:
+        for num, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise KaldiDirError(
+                    f"{path}: line {num} is not UTF-8 (byte {raw[e.start:e.start + 1]!r} at column "
+                    f"{e.start + 1}); convert the file to UTF-8 in local/data.sh, e.g. "
+                    f"iconv -f latin1 -t utf-8 {path} > {path}.utf8 && mv {path}.utf8 {path}"
+                ) from None
+            yield num, line.lstrip("\ufeff") if num == 1 else line
+
+
+def read_pairs_numbered(path: PathLike) -> List[Tuple[str, str, int]]:
+    """(id, rest of line, line number) in file order (duplicates kept; empty lines skipped)."""
+    out = []
+    for num, line in _lines(path):
+        parts = line.strip().split(maxsplit=1)
+        if parts:
+            out.append((parts[0], parts[1] if len(parts) > 1 else "", num))
+    return out
+
+
 def read_pairs(path: PathLike) -> List[Tuple[str, str]]:
     """Read "id rest-of-line" lines in file order (duplicates kept; empty lines skipped)."""
-    pairs = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            parts = line.strip().split(maxsplit=1)
-            pairs.append((parts[0], parts[1] if len(parts) > 1 else ""))
-    return pairs
+    return [(k, v) for k, v, _ in read_pairs_numbered(path)]
 
 
 def read_kv(path: PathLike) -> "OrderedDict[str, str]":
     """Read a Kaldi key-value file into an ordered dict (a later duplicate wins)."""
     return OrderedDict(read_pairs(path))
+
+
+def read_kv_unique(path: PathLike) -> Tuple["OrderedDict[str, str]", List[str]]:
+    """Read a key-value file whose ids must be unique; returns (dict, ids repeated with the same value).
+
+    An id repeated with the same value is kept once (the caller warns); an id repeated with
+    another value raises KaldiDirError naming the lines, since either could be the right one.
+    """
+    seen: "OrderedDict[str, Tuple[str, int]]" = OrderedDict()
+    repeated, conflicts = [], []
+    for key, value, num in read_pairs_numbered(path):
+        if key not in seen:
+            seen[key] = (value, num)
+        elif seen[key][0] == value:
+            repeated.append(key)
+        else:
+            conflicts.append(f"'{key}' (lines {seen[key][1]} and {num})")
+    if conflicts:
+        more = f" ... (+{len(conflicts) - 5} more)" if len(conflicts) > 5 else ""
+        raise KaldiDirError(
+            f"{path}: duplicate ids with different values: {', '.join(conflicts[:5])}{more}; "
+            f"each utterance id must appear once: give the utterances distinct ids in local/data.sh"
+        )
+    return OrderedDict((k, v) for k, (v, _) in seen.items()), sorted(set(repeated))
 
 
 def write_kv(path: PathLike, data: Union[Dict[str, str], Iterable[Tuple[str, str]]]) -> None:
@@ -228,7 +273,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 1
         merge_files(args.inputs, args.out)
     else:
-        problems = validate_data_dir(args.data_dir, args.labels)
+        try:
+            problems = validate_data_dir(args.data_dir, args.labels)
+        except KaldiDirError as e:
+            problems = [str(e)]
         for p in problems:
             print(f"ERROR: {p}", file=sys.stderr)
         return 1 if problems else 0
