@@ -17,6 +17,7 @@ see the merged config.
 """
 
 import copy
+import difflib
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -112,6 +113,15 @@ def load_config(path: Union[str, Path], _chain: Sequence[Path] = ()) -> Dict[str
     return merge(load_config(base_path, [*_chain, real]), data, where)
 
 
+def _unknown_message(unknown: List[str], known: Sequence[str]) -> str:
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, known, n=1)
+        hints.append(f"{key} (did you mean {close[0]}?)" if close else key)
+    return (f"unknown option(s) {', '.join(hints)}; fix or remove them "
+            "(--print_config lists every option)")
+
+
 class ConfigArgumentParser(config_argparse.ArgumentParser):
     """ESPnet's config parser whose ``--config`` may be an override file (``base_config``)."""
 
@@ -127,7 +137,7 @@ class ConfigArgumentParser(config_argparse.ArgumentParser):
             dests = {action.dest for action in self._actions}
             unknown = [key for key in conf if key not in dests]
             if unknown:
-                self.exit(2, f"{self.prog}: error: {known.config}: unknown option(s) {', '.join(unknown)}\n")
+                self.exit(2, f"{self.prog}: error: {known.config}: {_unknown_message(unknown, dests)}\n")
             self.set_defaults(**conf)
         return plain(args, namespace)
 
