@@ -1,6 +1,7 @@
 """Entry points: the espnet2.bin aliases, --print_config, training and inference CLIs, a third task."""
 
 import importlib.util
+import inspect
 import io
 import json
 import math
@@ -79,43 +80,67 @@ def print_config(monkeypatch, *options) -> dict:
     return yaml.safe_load(buf.getvalue())
 
 
-def test_print_config_shows_every_component_with_defaults(monkeypatch):
-    conf = print_config(monkeypatch, "--backbone", "conformer", "--fusion", "static", "--gate", "none")
-    assert conf["backbone"] == "conformer"
-    assert conf["backbone_conf"] == {
-        "fs": 16000, "n_fft": 512, "win_length": 400, "hop_length": 160, "n_mels": 80, "output_size": 256,
-        "attention_heads": 4, "linear_units": 1024, "num_blocks": 6, "dropout_rate": 0.1, "input_layer": "conv2d", "normalize": "utterance",
-        "pitch": False, "pitch_conf": None, "embedding_state": False,
-        "specaug_conf": None, "encoder_conf": None, "freeze": False, "mask_padding": True,
+def constructor_defaults(cls) -> dict:
+    """The options a component's constructor takes with a default (the others the task fills in)."""
+    params = inspect.signature(cls).parameters.values()
+    return {
+        p.name: list(p.default) if isinstance(p.default, tuple) else p.default
+        for p in params
+        if p.default is not inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     }
-    assert conf["fusion"] == "static" and conf["fusion_conf"] == {"temperature": 1.0, "layer_norm": False}
-    assert conf["gate"] is None and conf["gate_conf"] == {}
-    assert conf["projector"] == "stack_mlp" and conf["projector_conf"] == {"downsample_rate": 5, "hidden_size": 2048, "summary_token": False}
-    assert conf["decoder"] == "hf_causal_lm"
+
+
+COMPONENTS = [(c.name, choice) for c in HarmoniFuseTask.class_choices_list for choice in c.classes]
+
+
+def component_class(component: str, choice: str):
+    return next(c for c in HarmoniFuseTask.class_choices_list if c.name == component).get_class(choice)
+
+
+@pytest.mark.parametrize("component,choice", COMPONENTS, ids=[f"{a}={b}" for a, b in COMPONENTS])
+def test_print_config_lists_every_constructor_option_with_its_default(monkeypatch, component, choice):
+    """Each option of the chosen class's constructor, and nothing else, under ``<component>_conf``."""
+    conf = print_config(monkeypatch, f"--{component}", choice)
+    assert conf[component] == choice
+    assert conf[f"{component}_conf"] == constructor_defaults(component_class(component, choice))
+
+
+def test_print_config_defaults_are_the_papers_setup(monkeypatch):
+    """WavLM-Large, prompt-adaptive fusion, task gate, stacking projector, a causal LM, ASR + 4-class
+    SER interleaved 1:1: the settings a plain ``harmonifuse_train`` trains with."""
+    conf = print_config(monkeypatch)
+    assert conf["backbone"] == "hf_ssl"
+    assert conf["backbone_conf"]["model_name_or_path"] == "microsoft/wavlm-large"
+    assert conf["backbone_conf"]["freeze"] is True and conf["backbone_conf"]["config"] is None
+    assert conf["fusion"] == "prompt_adaptive"
+    assert conf["fusion_conf"]["hidden_size"] > 0 and conf["fusion_conf"]["temperature"] == 1.0
+    assert conf["gate"] == "task_gate" and conf["gate_conf"]["prompt_proj_size"] > 0
+    assert conf["projector"] == "stack_mlp" and conf["projector_conf"]["downsample_rate"] > 1
+    assert conf["decoder"] == "hf_causal_lm" and conf["model"] == "harmonifuse"
     dec = conf["decoder_conf"]
-    assert dec["lora_conf"] is None and dec["freeze"] is True and dec["dtype"] == "float32"
-    assert {"model_name_or_path", "config", "gradient_checkpointing"} <= set(dec)
-    assert [t["name"] for t in conf["tasks"]] == ["asr", "ser"]
-    assert all(t["prompts"] and all(isinstance(p, str) for p in t["prompts"]) for t in conf["tasks"])
-    assert conf["tasks"][1]["labels"] == ["neutral", "happy", "angry", "sad"]
-    assert conf["multitask_schedule"] == "alternate" and conf["multitask_temperature"] == 2.0
+    assert dec["model_name_or_path"] and dec["freeze"] is True and dec["lora_conf"] is None
+    assert dec["dtype"] == "float32" and dec["gradient_checkpointing"] is False
+    tasks = {t["name"]: t for t in conf["tasks"]}
+    assert list(tasks) == ["asr", "ser"]
+    assert tasks["asr"]["target"] == "text" and tasks["ser"]["target"] == "label"
+    assert tasks["ser"]["labels"] == ["neutral", "happy", "angry", "sad"]
+    assert all(t["prompts"] and all(isinstance(p, str) and p for p in t["prompts"]) for t in conf["tasks"])
+    assert conf["multitask_schedule"] == "alternate" and conf["multitask_ratio"] is None
     assert conf["token_type"] == "hf" and conf["bpemodel"] is None
-    assert conf["model_conf"] == {"prompt_sampling": "random", "ctc_weight": 0.0, "ctc_tasks": ["asr"], "center_prompts": False,
-                                   "cache_backbone_states": False, "backbone_cache_gb": 4.0, "lsm_weight": 0.0}
+    model = conf["model_conf"]
+    assert model["ctc_weight"] == 0.0 and model["prompt_sampling"] == "random"  # the auxiliary CTC is off
+    assert model["cache_backbone_states"] is False and model["lsm_weight"] == 0.0
     assert conf["train_task_data"] == [] and conf["valid_task_shape_file"] == []
 
 
-def test_print_config_defaults_of_the_other_choices(monkeypatch):
-    conf = print_config(monkeypatch)
-    assert conf["backbone"] == "hf_ssl"
-    assert conf["backbone_conf"] == {"model_name_or_path": "microsoft/wavlm-large", "config": None, "freeze": True,
-                                     "normalize_waveform": True, "use_attention_mask": True}
-    assert conf["fusion"] == "prompt_adaptive"
-    assert conf["fusion_conf"] == {"hidden_size": 256, "temperature": 1.0, "layer_norm": False, "prompt_scale": 1.0}
-    assert conf["gate"] == "task_gate" and conf["gate_conf"] == {"prompt_proj_size": 64, "init_bias": 2.0}
-    conf = print_config(monkeypatch, "--projector", "conv1d", "--multitask_schedule", "ratio",
-                        "--multitask_ratio", "{asr: 2, ser: 1}")
-    assert conf["projector"] == "conv1d" and "downsample_rate" in conf["projector_conf"]
+def test_print_config_follows_the_chosen_alternatives(monkeypatch):
+    conf = print_config(monkeypatch, "--backbone", "conformer", "--fusion", "static", "--gate", "none",
+                        "--projector", "conv1d", "--multitask_schedule", "ratio", "--multitask_ratio", "{asr: 2, ser: 1}",
+                        "--backbone_conf", "num_blocks=2")
+    assert (conf["backbone"], conf["fusion"], conf["gate"], conf["projector"]) == ("conformer", "static", None, "conv1d")
+    assert conf["gate_conf"] == {}  # no gate: no gate options
+    defaults = constructor_defaults(component_class("backbone", "conformer"))
+    assert conf["backbone_conf"] == {**defaults, "num_blocks": 2}  # given, then defaults
     assert conf["multitask_schedule"] == "ratio" and conf["multitask_ratio"] == {"asr": 2, "ser": 1}
 
 

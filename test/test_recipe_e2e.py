@@ -6,8 +6,13 @@ import shutil
 import subprocess
 import zipfile
 from pathlib import Path
+from typing import Dict, List
 
+import numpy as np
 import pytest
+from conftest import EMOTIONS
+
+pytestmark = pytest.mark.slow  # the module runs the whole recipe once (several minutes)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,7 +26,7 @@ def run_recipe(root: Path, *extra: str, timeout: int = 1200):
                     ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads", "bench"))
     # the quoted --gen_opts also checks that --local_data_opts is split like a shell line
     cmd = ["./run.sh", "--local_data_opts", "--size tiny --gen_opts '--ser_test 12'", "--train_config", "conf/tuning/train_smoke.yaml",
-           "--pretrain_config", "conf/tuning/pretrain_smoke.yaml", "--nbpe", "120", "--inference_nj", "2", "--inference_batch_size", "4",
+           "--pretrain_config", "conf/tuning/pretrain_smoke.yaml", "--nbpe", "100", "--inference_nj", "2", "--inference_batch_size", "4",
            *extra]
     proc = subprocess.run(cmd, cwd=recipe, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -33,17 +38,58 @@ def recipe_run(tmp_path_factory):
     return run_recipe(tmp_path_factory.mktemp("egs"))
 
 
-def test_results_md_has_wer_and_ua(recipe_run):
+def md_tables(text: str) -> Dict[str, List[List[str]]]:
+    """The markdown tables of a RESULTS.md by the heading above them: header row, then data rows."""
+    tables: Dict[str, List[List[str]]] = {}
+    heading = ""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            heading = line.lstrip("#").strip()
+        elif line.startswith("|") and not line.startswith("|---"):
+            tables.setdefault(heading, []).append([c.strip() for c in line.strip().strip("|").split("|")])
+    return tables
+
+
+def row_of(table: List[List[str]], test_set: str) -> List[str]:
+    (row,) = [r for r in table[1:] if r[0].endswith(f"/{test_set}")]
+    return row
+
+
+def kaldi_lines(path: Path) -> List[List[str]]:
+    return [line.split(" ", 1) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_results_md_reports_every_test_utterance_with_consistent_figures(recipe_run):
     recipe, model_dir, _ = recipe_run
-    results = (model_dir / "RESULTS.md").read_text()
-    assert "WER" in results and "CER" in results and "UA" in results
-    assert "asr_test" in results and "ser_test" in results
-    wer = json.loads(next(model_dir.glob("decode*/asr_test/score_wer/scores.json")).read_text())
-    ser = json.loads(next(model_dir.glob("decode*/ser_test/score_ser/scores.json")).read_text())
-    n_asr = len((recipe / "dump/raw/asr_test/wav.scp").read_text().splitlines())
-    assert wer["num_utts"] == n_asr and 0 <= wer["wer"]
-    assert ser["num_utts"] == 12 and 0 <= ser["ua"] <= 100
-    assert sum(map(sum, ser["confusion"])) == 12
+    tables = md_tables((model_dir / "RESULTS.md").read_text())
+    n_asr = len(kaldi_lines(recipe / "dump/raw/asr_test/text"))
+    ser_refs = [label for _, label in kaldi_lines(recipe / "dump/raw/ser_test/text")]
+    assert len(ser_refs) == 12  # --gen_opts '--ser_test 12'
+    asr_scores = json.loads(next(model_dir.glob("decode*/asr_test/score_wer/scores.json")).read_text())
+    for heading, unit in (("WER", "word"), ("CER", "char")):
+        assert tables[heading][0] == ["dataset", "Snt", "Wrd", "Corr", "Sub", "Del", "Ins", "Err", "S.Err"]
+        row = row_of(tables[heading], "asr_test")
+        corr, sub, dele, ins, err, s_err = map(float, row[3:])
+        assert int(row[1]) == n_asr and int(row[2]) == asr_scores[unit]["num_ref_tokens"] > 0
+        assert all(0 <= v <= 100 for v in (corr, sub, dele, s_err)) and ins >= 0  # Err counts insertions too
+        assert corr + sub + dele == pytest.approx(100, abs=0.2)
+        assert err == pytest.approx(sub + dele + ins, abs=0.2)
+        assert err == pytest.approx(asr_scores[unit]["err"], abs=0.06)
+    assert tables["SER"][0] == ["dataset", "Snt", "UA", "WA", "Macro-F1"]
+    row = row_of(tables["SER"], "ser_test")
+    ua, wa, f1 = map(float, row[2:])
+    assert int(row[1]) == len(ser_refs) and all(0 <= v <= 100 for v in (ua, wa, f1))
+    (heading,) = [h for h in tables if h.startswith("Confusion matrix:") and h.endswith("/ser_test")]
+    header, *rows = tables[heading]
+    labels = [r[0] for r in rows]
+    assert labels == EMOTIONS and header[1:5] == EMOTIONS
+    m = np.array([[int(c) for c in r[1:]] for r in rows])
+    # rows count the references of each emotion; UA and WA follow from the counts
+    assert m.sum() == len(ser_refs) and m.sum(1).tolist() == [ser_refs.count(e) for e in labels]
+    assert ua == pytest.approx(np.mean([100 * m[k, k] / m[k].sum() for k in range(4) if m[k].sum()]), abs=0.06)
+    assert wa == pytest.approx(100 * np.trace(m[:, :4]) / m.sum(), abs=0.06)
+    ser_scores = json.loads(next(model_dir.glob("decode*/ser_test/score_ser/scores.json")).read_text())
+    assert ser_scores["num_utts"] == len(ser_refs) and ser_scores["confusion"] == m.tolist()
 
 
 def test_every_stage_ran_and_was_timed(recipe_run):
@@ -66,21 +112,63 @@ def test_main_model_starts_from_the_pretrained_frozen_backbone(recipe_run):
     assert all(torch.equal(pre[k], main[k]) for k in backbone)
 
 
-def test_plots_exist(recipe_run):
-    _, model_dir, _ = recipe_run
-    for name in ["loss_per_task.png", "acc_per_task.png", "layer_weights.png", "gate_values.png", "confusion_ser_test.png"]:
-        png = model_dir / "images" / name
-        assert png.is_file() and png.stat().st_size > 5000, name
-
-
-def test_decoded_outputs_cover_the_test_sets(recipe_run):
+def test_decoded_outputs_cover_the_test_sets_and_are_what_was_scored(recipe_run):
     recipe, model_dir, _ = recipe_run
-    for task, labels in (("asr", None), ("ser", {"neutral", "happy", "angry", "sad"})):
-        ref_ids = [line.split()[0] for line in (recipe / f"dump/raw/{task}_test/text").read_text().splitlines()]
-        hyp = next(model_dir.glob(f"decode*/{task}_test/text")).read_text().splitlines()
-        assert [h.split(" ", 1)[0] for h in hyp] == ref_ids
-        if labels:
-            assert {h.split(" ", 1)[1] for h in hyp} <= labels
+    for task, score_dir in (("asr", "score_wer"), ("ser", "score_ser")):
+        ref_ids = [uid for uid, _ in kaldi_lines(recipe / f"dump/raw/{task}_test/text")]
+        hyp_file = next(model_dir.glob(f"decode*/{task}_test/text"))
+        hyp = kaldi_lines(hyp_file)
+        assert [h[0] for h in hyp] == ref_ids and len(set(ref_ids)) == len(ref_ids)  # one line per utterance
+        scores = json.loads((hyp_file.parent / score_dir / "scores.json").read_text())
+        assert Path(scores["hyp"]).name == "text" and Path(scores["hyp"]).parent.name == f"{task}_test"
+        assert scores["num_utts"] == len(ref_ids) and scores["num_missing_hyp"] == scores["num_extra_hyp"] == 0
+        if task == "ser":
+            labels = [h[1] for h in hyp]
+            assert set(labels) <= set(EMOTIONS) and scores["labels"] == EMOTIONS
+            # the confusion matrix's columns count the decoded labels
+            columns = np.array(scores["confusion"]).sum(0).tolist()
+            assert columns[:4] == [labels.count(e) for e in EMOTIONS]
+
+
+def png_has_the_size_of(path: Path, fig) -> None:
+    """A plot's PNG has its figure's size at the 100 dpi the plots are saved with."""
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    width, height = (fig.get_size_inches() * 100).round().astype(int)
+    plt.close(fig)
+    assert mpimg.imread(path).shape[:2] == (height, width), path
+
+
+def test_plots_draw_the_runs_data(recipe_run, tmp_path):
+    import matplotlib.image as mpimg
+
+    from espnet_harmonifuse.api import HarmoniFuse
+    from espnet_harmonifuse.utils import plots
+
+    _, model_dir, _ = recipe_run
+    images = model_dir / "images"
+    # the curves are the logged epoch values: drawn again from checkpoint.pth, pixel for pixel
+    stats = plots.load_reporter_stats(model_dir)
+    assert [s["epoch"] for s in stats] == list(range(1, len(stats) + 1)) and len(stats) >= 2
+    for again in plots.plot_training_curves(stats, tmp_path, ["asr", "ser"]):
+        assert np.array_equal(mpimg.imread(images / Path(again).name), mpimg.imread(again)), again
+    # the layer weights are the decoded (packed) model's, one distribution per task prompt
+    with zipfile.ZipFile(model_dir / "packed.zip") as zf:
+        zf.extractall(tmp_path / "packed")
+    model = HarmoniFuse.from_pretrained(tmp_path / "packed").model
+    saved = np.load(images / "layer_weights.npz")
+    want = model.layer_weights_per_task()
+    assert sorted(saved.files) == sorted(want) == ["asr", "ser"]
+    for spec, prompts in zip(model.tasks, model.prompt_ids):
+        assert saved[spec.name].shape == (len(prompts), model.backbone.num_layers)
+        np.testing.assert_allclose(saved[spec.name], want[spec.name].numpy(), atol=1e-6)
+        np.testing.assert_allclose(saved[spec.name].sum(-1), 1.0, atol=1e-5)
+    png_has_the_size_of(images / "layer_weights.png", plots.layer_weights_figure(dict(saved)))
+    png_has_the_size_of(images / "gate_values.png", plots.gate_stats_figure({"asr": [0.5]}))
+    scores = json.loads(next(model_dir.glob("decode*/ser_test/score_ser/scores.json")).read_text())
+    confusion = plots.confusion_figure(scores["confusion"], scores["labels"], scores["confusion_columns"])
+    png_has_the_size_of(images / "confusion_ser_test.png", confusion)
 
 
 def test_packed_model_decodes_without_the_exp_dir(recipe_run, tmp_path):
@@ -117,7 +205,7 @@ def test_stage_times_of_another_model_do_not_leak_into_results(recipe_run):
         with open(tsv, "a") as f:
             f.write("6\ttrain\t99999.0\tanother_model\n")
         proc = subprocess.run(["./run.sh", "--stage", "8", "--stop_stage", "8", "--train_config",
-                               "conf/tuning/train_smoke.yaml", "--nbpe", "120"], cwd=recipe,
+                               "conf/tuning/train_smoke.yaml", "--nbpe", "100"], cwd=recipe,
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         results = (model_dir / "RESULTS.md").read_text()

@@ -1,10 +1,13 @@
-"""Plotting helpers (matplotlib, Agg backend); each writes one PNG file.
+"""Plotting helpers (matplotlib, Agg backend); each ``plot_*`` writes one PNG file.
 
 * :func:`plot_confusion` - SER confusion matrix.
 * :func:`plot_layer_weights` - per-task layer-weight distributions.
 * :func:`plot_gate_stats` - per-task histograms of per-channel gate means.
 * :func:`plot_training_curves` - per-task loss / accuracy vs. epoch from the
   ESPnet reporter state (see :func:`load_reporter_stats`).
+
+Each ``plot_*`` draws with the matching ``*_figure`` function, which returns the
+matplotlib Figure (its Axes hold the plotted data) without writing anything.
 """
 
 from __future__ import annotations
@@ -33,13 +36,12 @@ def _save(fig: "plt.Figure", path: PathLike) -> str:
     return str(path)
 
 
-def plot_confusion(
+def confusion_figure(
     matrix: Union[np.ndarray, Sequence[Sequence[int]]],
     row_labels: Sequence[str],
     col_labels: Sequence[str],
-    path: PathLike,
     title: str = "Confusion matrix",
-) -> str:
+) -> "plt.Figure":
     """Confusion matrix (rows: reference, columns: hypothesis).
 
     Cells show the count and the row-normalised percentage; the colour is
@@ -69,16 +71,26 @@ def plot_confusion(
     ax.set_xlabel("Hypothesis")
     ax.set_ylabel("Reference")
     ax.set_title(title)
-    return _save(fig, path)
+    return fig
 
 
-def plot_layer_weights(
-    weights: Mapping[str, np.ndarray],
+def plot_confusion(
+    matrix: Union[np.ndarray, Sequence[Sequence[int]]],
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
     path: PathLike,
+    title: str = "Confusion matrix",
+) -> str:
+    """Write :func:`confusion_figure` to ``path``; returns the path."""
+    return _save(confusion_figure(matrix, row_labels, col_labels, title), path)
+
+
+def layer_weights_figure(
+    weights: Mapping[str, np.ndarray],
     title: str = "Layer weights",
     static: Optional[np.ndarray] = None,
     rows: str = "prompts",
-) -> str:
+) -> "plt.Figure":
     """Per-task layer-weight distribution over layers ``0..L``.
 
     Each value is ``(L+1,)`` or ``(n_prompts, L+1)``; the mean over prompts
@@ -106,14 +118,21 @@ def plot_layer_weights(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return fig
 
 
-def plot_gate_stats(
-    stats: Mapping[str, np.ndarray],
+def plot_layer_weights(
+    weights: Mapping[str, np.ndarray],
     path: PathLike,
-    title: str = "Gate values",
+    title: str = "Layer weights",
+    static: Optional[np.ndarray] = None,
+    rows: str = "prompts",
 ) -> str:
+    """Write :func:`layer_weights_figure` to ``path``; returns the path."""
+    return _save(layer_weights_figure(weights, title, static, rows), path)
+
+
+def gate_stats_figure(stats: Mapping[str, np.ndarray], title: str = "Gate values") -> "plt.Figure":
     """Per-task histogram of per-channel mean gate values in [0, 1]."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     bins = np.linspace(0.0, 1.0, 41)
@@ -128,7 +147,16 @@ def plot_gate_stats(
     ax.set_ylabel("# channels")
     ax.set_title(title)
     ax.legend()
-    return _save(fig, path)
+    return fig
+
+
+def plot_gate_stats(
+    stats: Mapping[str, np.ndarray],
+    path: PathLike,
+    title: str = "Gate values",
+) -> str:
+    """Write :func:`gate_stats_figure` to ``path``; returns the path."""
+    return _save(gate_stats_figure(stats, title), path)
 
 
 def _as_float(v: object) -> float:
@@ -146,9 +174,9 @@ def _series(stats: Sequence[EpochStats], phase: str, key: str) -> np.ndarray:
     return np.asarray(vals, dtype=float)
 
 
-def _curve_figure(
-    stats: Sequence[EpochStats], keys: Dict[str, str], ylabel: str, path: Path
-) -> str:
+def curve_figure(stats: Sequence[EpochStats], keys: Dict[str, str], ylabel: str) -> "plt.Figure":
+    """One curve per ``{name: stats key}`` and phase (train solid, valid dashed) over the epochs;
+    a series with no finite value is left out."""
     epochs = [int(e["epoch"]) for e in stats]  # type: ignore[call-overload]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     plotted = 0
@@ -170,7 +198,7 @@ def _curve_figure(
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.set_title(f"{ylabel} per task")
-    return _save(fig, path)
+    return fig
 
 
 def plot_training_curves(
@@ -187,8 +215,8 @@ def plot_training_curves(
     loss_keys.update({t: f"loss_{t}" for t in tasks})
     acc_keys = {t: f"acc_{t}" for t in tasks}
     return [
-        _curve_figure(stats, loss_keys, "Loss", out / "loss_per_task.png"),
-        _curve_figure(stats, acc_keys, "Accuracy", out / "acc_per_task.png"),
+        _save(curve_figure(stats, loss_keys, "Loss"), out / "loss_per_task.png"),
+        _save(curve_figure(stats, acc_keys, "Accuracy"), out / "acc_per_task.png"),
     ]
 
 
@@ -211,12 +239,12 @@ def reporter_state_to_stats(state: Mapping[str, object]) -> List[EpochStats]:
 
 def load_reporter_stats(exp_dir: PathLike) -> List[EpochStats]:
     """Read ``exp_dir/checkpoint.pth`` and return per-epoch reporter stats."""
-    import torch
+    from espnet_harmonifuse.utils.checkpoint import safe_torch_load
 
     ckpt = Path(exp_dir) / "checkpoint.pth"
     if not ckpt.is_file():
         raise FileNotFoundError(f"Training checkpoint not found: {ckpt}")
-    states = torch.load(ckpt, map_location="cpu", weights_only=False)
+    states = safe_torch_load(ckpt)
     if "reporter" not in states:
         raise KeyError(f"No 'reporter' entry in {ckpt}")
     return reporter_state_to_stats(states["reporter"])
