@@ -112,7 +112,12 @@ def test_task_counts_sum_to_total(schedule):
         total = int(rng.integers(1, 200))
         ratio = rng.integers(1, 5, size=n).tolist()
         counts = task_counts(schedule, sizes, total, ratio=ratio, temperature=2.0)
-        assert sum(counts) == total and min(counts) >= 0, (schedule, sizes, total, counts)
+        shares = {"alternate": np.ones(n), "ratio": np.asarray(ratio, float), "proportional": np.asarray(sizes, float),
+                  "temperature": np.asarray(sizes, float) ** 0.5}[schedule]
+        exact = shares / shares.sum() * total
+        # largest-remainder rounding: the counts add up and each is its exact share rounded down or up
+        assert sum(counts) == total, (schedule, sizes, total, counts)
+        assert all(np.floor(e) <= c <= np.ceil(e) for c, e in zip(counts, exact)), (schedule, exact, counts)
 
 
 def test_task_counts_sequential_and_bad_options():

@@ -110,7 +110,7 @@ def test_score_asr_cli(tmp_path, caplog):
     assert "REF:  THE CAT\nHYP:  *** ***" in res
     assert "| SPKR" in res and "Corr" in res and "S.Err |" in res
     assert "| Sum/Avg |     3      7 |" in res
-    assert (out / "result_char.txt").is_file()
+    assert "REF:  A <SPACE> B <SPACE> C <SPACE> D" in (out / "result_char.txt").read_text().upper()
     on_disk = json.loads((out / "scores.json").read_text())
     assert on_disk == json.loads(json.dumps(scores))
     assert on_disk["kind"] == "asr"
@@ -120,7 +120,10 @@ def test_score_asr_cli(tmp_path, caplog):
     assert (on_disk["num_utts"], on_disk["num_missing_hyp"]) == (3, 1)
     assert on_disk["num_extra_hyp"] == 1
     assert on_disk["sentence_error_rate"] == pytest.approx(100 * 2 / 3)
-    assert 0 < on_disk["cer"] < 100 and "char" in on_disk
+    # characters with <space> tokens (ESPnet's CER): u1 A_B_C_D vs A_X_C: 1 sub + 2 del of 7;
+    # u2 THE_CAT: 7 del; u3 HELLO: 0 of 5 -> 10 / 19
+    assert on_disk["cer"] == pytest.approx(100 * 10 / 19)
+    assert (on_disk["char"]["num_ref_tokens"], on_disk["char"]["num_sub"], on_disk["char"]["num_del"]) == (19, 1, 9)
 
 
 def test_score_asr_cli_missing_file(tmp_path):
