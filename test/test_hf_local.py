@@ -259,3 +259,24 @@ def test_wavlm_large_layout_gives_an_utterance_the_same_states_in_any_batch():
         assert n_batched == n_alone
         for alone, batched in pairs:
             assert torch.allclose(alone, batched, atol=1e-5), float((alone - batched).abs().max())
+
+
+def test_a_trainable_backbone_never_drops_a_layer_state():
+    """WavLM's LayerDrop would skip layers (and their hidden states) in training; the fusion reads
+    every layer, so a fine-tuned backbone gives all of them in every training step."""
+    from transformers import AutoConfig
+
+    from espnet_harmonifuse.backbone.hf_ssl import HFSSLBackbone
+
+    cfg = AutoConfig.for_model(
+        "wavlm", hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+        conv_dim=[32, 32], conv_kernel=[10, 3], conv_stride=[5, 2], num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2, layerdrop=1.0,
+    )
+    torch.manual_seed(0)
+    backbone = HFSSLBackbone(model_name_or_path=None, config=cfg.to_dict(), freeze=False).train()
+    speech = torch.randn(2, 4000)
+    for _ in range(3):
+        states, _ = backbone(speech, torch.tensor([4000, 3000]))
+        assert len(states) == backbone.num_layers == 4
+        assert all(s.shape == states[0].shape for s in states)

@@ -39,6 +39,10 @@ class HFSSLBackbone(AbsBackbone):
         self.model = load_hf_model(AutoModel, model_name_or_path, config, "backbone_conf")
         if hasattr(self.model, "masked_spec_embed") and freeze:
             self.model.config.apply_spec_augment = False
+        # LayerDrop skips whole layers in training, and with them their hidden states: the fusion
+        # reads every layer, so a layer must never be dropped
+        if getattr(self.model.config, "layerdrop", 0.0):
+            self.model.config.layerdrop = 0.0
         self.freeze = freeze
         self.normalize_waveform = normalize_waveform
         self.use_attention_mask = use_attention_mask
