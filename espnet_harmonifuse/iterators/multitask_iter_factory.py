@@ -1,6 +1,8 @@
 """Batch interleaving: each batch comes from one task's dataset; a schedule alternates between them."""
 
+import json
 import math
+from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
@@ -91,6 +93,9 @@ class MultiTaskIterFactory(AbsIterFactory):
         ratio: per-task shares for ``schedule=ratio``, in the order of ``factories``.
         temperature: for ``schedule=temperature``.
         seed: base seed.
+        batch_log: a file to append each yielded batch to, one JSON line
+            ``{"epoch", "task", "keys"}`` (the utterance ids); default: none. Under DDP, one
+            file per rank shows each rank's schedule and share of the data.
     """
 
     def __init__(
@@ -101,6 +106,7 @@ class MultiTaskIterFactory(AbsIterFactory):
         ratio: Optional[Sequence[float]] = None,
         temperature: float = 2.0,
         seed: int = 0,
+        batch_log: Optional[str] = None,
     ):
         if not factories:
             raise ValueError("MultiTaskIterFactory needs at least one task's data")
@@ -108,6 +114,7 @@ class MultiTaskIterFactory(AbsIterFactory):
         self.factories = [factories[n] for n in self.names]
         self.schedule = schedule
         self.seed = seed
+        self.batch_log = batch_log
         num_batches = [len(f.sampler) for f in self.factories]
         for name, n in zip(self.names, num_batches):
             if n == 0:
@@ -124,4 +131,12 @@ class MultiTaskIterFactory(AbsIterFactory):
     def build_iter(self, epoch: int, shuffle: Optional[bool] = None) -> Iterator:
         iters = [iter(f.build_iter(epoch, shuffle)) if c > 0 else None for f, c in zip(self.factories, self.counts)]
         for t in task_order(self.schedule, self.counts, self.seed + epoch):
-            yield next(iters[t])
+            item = next(iters[t])  # (utterance ids, batch)
+            if self.batch_log is not None:
+                self._record(epoch, self.names[t], item[0])
+            yield item
+
+    def _record(self, epoch: int, task: str, keys: Sequence[str]) -> None:
+        Path(self.batch_log).parent.mkdir(parents=True, exist_ok=True)
+        with open(self.batch_log, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"epoch": epoch, "task": task, "keys": list(keys)}) + "\n")

@@ -1,14 +1,20 @@
 """Run a command, or an array of jobs, with a log file each (Kaldi run.pl / slurm.pl semantics).
 
     python -m espnet_harmonifuse.utils.launch [--backend local|slurm] [--gpu N] [--mem X]
-        [--num_threads N] [--max_jobs_run K] [--slurm_conf FILE] [--sbatch_opts "..."]... [--dry_run]
-        [JOB=1:N] LOGFILE COMMAND...
+        [--num_threads N] [--num_nodes M] [--max_jobs_run K] [--slurm_conf FILE] [--sbatch_opts "..."]...
+        [--dry_run] [JOB=1:N] LOGFILE COMMAND...
 
 ``JOB`` (or any NAME given as NAME=a:b) in LOGFILE and COMMAND is replaced by the job index.
 local: runs up to K jobs at once here. slurm: writes one sbatch array script next to the logs
 (``<logdir>/q/<name>.sh``), submits it with ``sbatch --wait`` and waits. Each log starts with the
 command and ends with its exit status and time. Exit status is non-zero when any job failed, and
 the failed logs are named (with the tail of the first one).
+
+``--num_nodes M`` (slurm only) allocates M nodes with one task each (``--gpu`` GPUs per node), as
+Kaldi's slurm.pl does for ESPnet's distributed launcher (``python -m espnet2.bin.launch``, which
+gives a COMMAND starting with ``srun``: one training process per node, spawning one per GPU).
+``scripts/utils/slurm.pl`` is this launcher with ``--backend slurm``, under the name by which ESPnet's
+launcher recognises a Slurm ``--cmd``.
 """
 import datetime
 import os
@@ -21,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence, Tuple
 
 USAGE = __doc__
-VALUE_OPTS = {"backend": "local", "gpu": "0", "mem": "", "num_threads": "1", "max_jobs_run": "0",
+VALUE_OPTS = {"backend": "local", "gpu": "0", "mem": "", "num_threads": "1", "num_nodes": "1", "max_jobs_run": "0",
               "slurm_conf": "", "sbatch_opts": "", "time": ""}
 FLAG_OPTS = {"dry_run"}
 
@@ -64,6 +70,11 @@ def parse_args(argv: Sequence[str]) -> Tuple[Dict[str, str], Optional[Tuple[str,
         raise SystemExit(f"launch: need LOGFILE and COMMAND\n{USAGE}")
     if opts["backend"] not in ("local", "slurm"):
         raise SystemExit(f"launch: unknown backend '{opts['backend']}' (local|slurm)")
+    if not opts["num_nodes"].isdigit() or int(opts["num_nodes"]) < 1:
+        raise SystemExit(f"launch: --num_nodes must be a positive integer, not '{opts['num_nodes']}'")
+    if int(opts["num_nodes"]) > 1 and (opts["backend"] != "slurm" or job):
+        raise SystemExit(f"launch: --num_nodes {opts['num_nodes']} needs --backend slurm (cmd_backend=slurm) "
+                         "and a single job (the local backend runs on this machine only)")
     return opts, job, argv[0], argv[1:]
 
 
@@ -129,6 +140,8 @@ def slurm_script(opts: Dict[str, str], job: Optional[Tuple[str, int, int]], logf
     if job:
         limit = f"%{opts['max_jobs_run']}" if int(opts["max_jobs_run"] or 0) > 0 else ""
         lines.append(f"#SBATCH --array={job[1]}-{job[2]}{limit}")
+    if int(opts["num_nodes"]) > 1:  # one task per node (ESPnet: SLURM_NTASKS == SLURM_STEP_NUM_NODES)
+        lines += [f"#SBATCH --nodes={opts['num_nodes']}", "#SBATCH --ntasks-per-node=1"]
     if int(opts["gpu"] or 0) > 0:
         lines.append(f"#SBATCH --gres=gpu:{opts['gpu']}")
     if opts["mem"]:

@@ -3,7 +3,8 @@
 # Each *_cmd is a launcher with Kaldi run.pl semantics:
 #     ${train_cmd} [--gpu N] [--mem X] [JOB=1:N] LOGFILE COMMAND...
 # local: jobs run on this machine (--max_jobs_run K limits how many at once).
-# slurm: one sbatch array script per call (written to <logdir>/q/), submitted with --wait.
+# slurm: one sbatch array script per call (written to <logdir>/q/), submitted with --wait;
+#        harmonifuse.sh --num_nodes M trains on M nodes through it (ESPnet's launcher, srun).
 #        Site options (partition, account, time, ...) go one per line in conf/slurm.conf, e.g.
 #            --partition=gpu
 #            --time=2-00:00:00
@@ -16,7 +17,7 @@ if [ "${cmd_backend}" = local ]; then
     export cuda_cmd="scripts/utils/launch.sh --backend local"
     export decode_cmd="scripts/utils/launch.sh --backend local"
 elif [ "${cmd_backend}" = slurm ]; then
-    _slurm="scripts/utils/launch.sh --backend slurm"
+    _slurm="scripts/utils/slurm.pl"   # launch.sh --backend slurm, named as ESPnet's launcher expects
     [ -f conf/slurm.conf ] && _slurm+=" --slurm_conf conf/slurm.conf"
     for _o in ${slurm_opts}; do _slurm+=" --sbatch_opts=${_o}"; done
     export train_cmd="${_slurm}"
