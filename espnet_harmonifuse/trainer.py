@@ -1,0 +1,154 @@
+"""ESPnet's Trainer, with files that a kill cannot leave half-written or out of step.
+
+After each epoch ESPnet's ``Trainer.run`` writes ``checkpoint.pth`` (model, optimizers, schedulers,
+reporter: what ``--resume true`` restarts from), then ``<N>epoch.pth``, the ``latest.pth`` and
+``*.best.pth`` links, and removes the epoch files it no longer keeps. :class:`HarmoniFuseTrainer`
+keeps ESPnet's ``run`` and changes how its files are written and read:
+
+- each ``torch.save`` to a path during ``run`` writes a temporary file in the same folder and
+  renames it over the target: the target is the old file or the new one, never a part of one;
+- ``checkpoint.pth`` is renamed into place last, when the next epoch starts or training ends,
+  after the epoch's other files. A run killed before that resumes from the previous checkpoint and
+  trains the epoch again, which writes the same files (training is a function of the seed and the
+  epoch), so the checkpoint never runs ahead of the epoch files and links;
+- the checkpoint it replaces is kept as ``checkpoint.prev.pth``;
+- resuming reads the checkpoint without pickle (``weights_only``: utils/checkpoint.py); when
+  ``checkpoint.pth`` cannot be read (cut short by a copy or a full disk), it warns and resumes from
+  ``checkpoint.prev.pth``, training the last epoch again. With neither readable it stops and says
+  so: an ``<N>epoch.pth`` has the weights only, without the optimizer state and the reporter's
+  history (best epochs, early stopping), so a resume from it would not end where the uninterrupted
+  run ends.
+"""
+
+import logging
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional, Tuple
+
+import torch
+from espnet2.train.trainer import Trainer
+
+from espnet_harmonifuse.utils.checkpoint import CheckpointError, safe_torch_load
+
+CHECKPOINT = "checkpoint.pth"
+PREVIOUS = "checkpoint.prev.pth"
+
+
+def _staging(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+class AtomicSaver:
+    """A stand-in for ``torch.save`` that writes paths atomically and holds back the checkpoint."""
+
+    def __init__(self, save=torch.save):
+        self._save = save
+        self.pending: Optional[Tuple[Path, Path]] = None  # (written temporary file, checkpoint path)
+
+    def __call__(self, obj, f, *args, **kwargs):
+        if not isinstance(f, (str, os.PathLike)):
+            return self._save(obj, f, *args, **kwargs)
+        path = Path(f)
+        staged = _staging(path)
+        with open(staged, "wb") as out:
+            self._save(obj, out, *args, **kwargs)
+            out.flush()
+            os.fsync(out.fileno())
+        if path.name == CHECKPOINT:
+            self.commit()
+            self.pending = (staged, path)
+        else:
+            os.replace(staged, path)
+
+    def commit(self) -> None:
+        """Put the held-back checkpoint in place; the one it replaces becomes ``checkpoint.prev.pth``."""
+        if self.pending is None:
+            return
+        staged, path = self.pending
+        self.pending = None
+        if path.exists():
+            previous = path.with_name(PREVIOUS)
+            keep = _staging(previous)
+            keep.unlink(missing_ok=True)
+            try:
+                os.link(path, keep)
+            except OSError:  # a file system without hard links
+                shutil.copyfile(path, keep)
+            os.replace(keep, previous)
+        os.replace(staged, path)
+
+
+_active: Optional[AtomicSaver] = None
+
+
+@contextmanager
+def atomic_saves():
+    """Within the block, ``torch.save`` to a path is atomic and the checkpoint is held back."""
+    global _active
+    saver, original = AtomicSaver(torch.save), torch.save
+    _active, torch.save = saver, saver
+    try:
+        yield saver
+    finally:
+        _active, torch.save = None, original
+
+
+def load_resumable(checkpoint: Path, map_location: str = "cpu") -> Tuple[dict, Path]:
+    """The states of ``checkpoint``, or of ``checkpoint.prev.pth`` (with a warning) when it cannot be read."""
+    try:
+        return safe_torch_load(checkpoint, map_location), checkpoint
+    except CheckpointError as e:
+        error = e
+    previous = checkpoint.with_name(PREVIOUS)
+    fix = (
+        f"Fix: remove '{checkpoint}' to train this model from the first epoch (its <N>epoch.pth files hold "
+        "weights only, without the optimizer and reporter states that a resume needs)"
+    )
+    if not previous.is_file():
+        raise CheckpointError(f"cannot resume: {error}\nThere is no '{previous}' to resume from instead. {fix}")
+    try:
+        states = safe_torch_load(previous, map_location)
+    except CheckpointError as e:
+        raise CheckpointError(f"cannot resume: {error}\nand the previous one cannot be read either: {e}\n{fix}") from None
+    logging.warning(
+        f"cannot read '{checkpoint}' ({error}); resuming from the previous checkpoint '{previous}' "
+        f"(after epoch {states['reporter']['epoch']}): epoch {states['reporter']['epoch'] + 1} is trained again"
+    )
+    return states, previous
+
+
+class HarmoniFuseTrainer(Trainer):
+    """ESPnet's Trainer with atomic checkpoint writes and a resume that survives a damaged checkpoint."""
+
+    @classmethod
+    def run(cls, *args, **kwargs) -> None:
+        with atomic_saves() as saver:
+            super().run(*args, **kwargs)
+            saver.commit()
+
+    @classmethod
+    def train_one_epoch(cls, *args, **kwargs) -> bool:
+        if _active is not None:  # the previous epoch's files are all written: its checkpoint goes in place
+            _active.commit()
+        return super().train_one_epoch(*args, **kwargs)
+
+    @staticmethod
+    def resume(checkpoint, model, reporter, optimizers, schedulers, scaler, ngpu: int = 0, strict: bool = True):
+        """ESPnet's ``Trainer.resume``, reading without pickle and falling back on ``checkpoint.prev.pth``."""
+        location = f"cuda:{torch.cuda.current_device()}" if ngpu > 0 else "cpu"
+        states, used = load_resumable(Path(checkpoint), location)
+        model.load_state_dict(states["model"], strict=strict)
+        reporter.load_state_dict(states["reporter"])
+        for optimizer, state in zip(optimizers, states["optimizers"]):
+            optimizer.load_state_dict(state)
+        for scheduler, state in zip(schedulers, states["schedulers"]):
+            if scheduler is not None:
+                scheduler.load_state_dict(state)
+        if scaler is not None:
+            if states["scaler"] is None:
+                logging.warning("scaler state is not found")
+            else:
+                scaler.load_state_dict(states["scaler"])
+        logging.info(f"The training was resumed using {used}")
