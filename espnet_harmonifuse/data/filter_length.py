@@ -17,6 +17,7 @@ from typing import Dict, Optional, Sequence
 import soundfile as sf
 
 from espnet_harmonifuse.data.kaldi_dir import read_kv, utt2spk_to_spk2utt, write_kv, write_spk2utt
+from espnet_harmonifuse.utils.cli import run_cli
 
 PER_UTT = ("wav.scp", "text", "utt2spk")
 MAX_LISTED = 10
@@ -90,13 +91,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--min_sec", type=float, default=0.0)
     parser.add_argument("--max_sec", type=float, default=0.0, help="<= 0: no upper bound")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s) %(levelname)s: %(message)s")
-    try:
-        filter_length(args.data_dir, args.min_sec, args.max_sec)
-    except ValueError as e:
-        logging.error("%s", e)
-        return 1
-    return 0
+    return run_cli(lambda: filter_length(args.data_dir, args.min_sec, args.max_sec), (ValueError,))
 
 
 if __name__ == "__main__":

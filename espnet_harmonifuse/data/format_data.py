@@ -42,6 +42,7 @@ from espnet_harmonifuse.data.kaldi_dir import (
     write_data_dir,
     write_kv,
 )
+from espnet_harmonifuse.utils.cli import run_cli
 
 COUNT_KEYS = ("kept", "dropped_unreadable", "dropped_truncated", "dropped_empty", "dropped_empty_text",
               "dropped_id_mismatch", "downmixed", "resampled", "silent")
@@ -290,14 +291,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--nj", type=int, default=1, help="parallel processes")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s) %(levelname)s: %(message)s")
-    try:
-        format_data(args.src, args.dst, args.fs, args.labels, args.audio_format, args.nj,
-                    progress=not args.no_progress)
-    except KaldiDirError as e:
-        logging.error("%s", e)
-        return 1
-    return 0
+    return run_cli(lambda: format_data(args.src, args.dst, args.fs, args.labels, args.audio_format, args.nj,
+                                      progress=not args.no_progress), (KaldiDirError,))
 
 
 if __name__ == "__main__":

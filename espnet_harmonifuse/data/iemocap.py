@@ -32,6 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from espnet_harmonifuse.data.kaldi_dir import write_data_dir
+from espnet_harmonifuse.utils.cli import run_cli
 
 LABEL_MAP = {"neu": "neutral", "hap": "happy", "exc": "happy", "ang": "angry", "sad": "sad"}
 LABELS = ("neutral", "happy", "angry", "sad")
@@ -185,13 +186,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="random share of training utterances held out as dev (per label)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the dev split")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s) %(levelname)s: %(message)s")
-    try:
-        prepare_iemocap(args.root, args.data_dir, args.fold, args.dev_ratio, args.seed)
-    except IemocapError as e:
-        logging.error("%s", e)
-        return 1
-    return 0
+    return run_cli(lambda: prepare_iemocap(args.root, args.data_dir, args.fold, args.dev_ratio, args.seed), (IemocapError,))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from espnet_harmonifuse.data.kaldi_dir import write_data_dir
+from espnet_harmonifuse.utils.cli import run_cli
 
 DEFAULT_SETS = ("train-clean-100", "dev-clean", "test-clean", "test-other")
 KNOWN_SETS = DEFAULT_SETS + ("train-clean-360", "train-other-500", "dev-other")
@@ -115,13 +116,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help=f"comma list of subsets (default: {','.join(DEFAULT_SETS)})")
     parser.add_argument("--lowercase", action="store_true", help="lower-case the transcripts")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s) %(levelname)s: %(message)s")
-    try:
-        prepare_librispeech(args.root, args.data_dir, args.sets, args.lowercase)
-    except LibriSpeechError as e:
-        logging.error("%s", e)
-        return 1
-    return 0
+    return run_cli(lambda: prepare_librispeech(args.root, args.data_dir, args.sets, args.lowercase), (LibriSpeechError,))
 
 
 if __name__ == "__main__":

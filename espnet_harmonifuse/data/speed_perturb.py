@@ -27,6 +27,7 @@ import soundfile as sf
 
 from espnet_harmonifuse.data.format_data import read_audio, resample, safe_name
 from espnet_harmonifuse.data.kaldi_dir import KaldiDirError, read_kv, utt2spk_to_spk2utt, write_kv, write_spk2utt
+from espnet_harmonifuse.utils.cli import run_cli
 
 SKIPPED = ("utt2dur", "utt2num_samples", "spk2utt", "wav.scp", "utt2spk", "text")
 
@@ -142,13 +143,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="auto: sox pipes when sox is on PATH and wav.scp holds file paths, else python")
     parser.add_argument("--nj", type=int, default=1, help="parallel processes (python backend)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s) %(levelname)s: %(message)s")
-    try:
-        perturb_data_dir(args.src, args.dst, parse_factors(args.factors), args.backend, args.nj)
-    except KaldiDirError as e:
-        logging.error("%s", e)
-        return 1
-    return 0
+    return run_cli(lambda: perturb_data_dir(args.src, args.dst, parse_factors(args.factors), args.backend, args.nj),
+                   (KaldiDirError,))
 
 
 if __name__ == "__main__":
