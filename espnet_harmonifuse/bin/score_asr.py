@@ -9,33 +9,25 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import logging
 from typing import Dict, List, Optional
 
+from espnet_harmonifuse.bin.common import parse_with_logging, scoring_parser
 from espnet_harmonifuse.scoring.score_files import score_asr_files
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--ref", required=True, help="Reference Kaldi text file")
-    p.add_argument("--hyp", required=True, help="Hypothesis Kaldi text file")
-    p.add_argument("--out_dir", required=True, help="Output directory")
+    p = scoring_parser(__doc__)
     p.add_argument("--keep_case", action="store_true",
                    help="Do not upper-case before scoring")
     p.add_argument("--keep_punct", action="store_true",
                    help="Do not remove punctuation before scoring")
     p.add_argument("--utt2spk", default=None,
                    help="Optional utt2spk for per-speaker summary rows")
-    p.add_argument("--log_level", default="INFO")
     return p
 
 
 def main(cmd: Optional[List[str]] = None) -> Dict[str, object]:
-    args = get_parser().parse_args(cmd)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s",
-    )
+    args = parse_with_logging(get_parser(), cmd)
     return score_asr_files(
         args.ref, args.hyp, args.out_dir, keep_case=args.keep_case,
         remove_punct=not args.keep_punct, utt2spk=args.utt2spk,

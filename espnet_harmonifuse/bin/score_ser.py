@@ -9,31 +9,23 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import logging
 from typing import Dict, List, Optional
 
+from espnet_harmonifuse.bin.common import parse_with_logging, scoring_parser
 from espnet_harmonifuse.scoring.score_files import score_ser_files
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--ref", required=True, help="Reference Kaldi text file")
-    p.add_argument("--hyp", required=True, help="Hypothesis Kaldi text file")
+    p = scoring_parser(__doc__)
     p.add_argument("--labels", required=True,
                    help="Comma-separated label list, e.g. neutral,happy,angry,sad")
-    p.add_argument("--out_dir", required=True, help="Output directory")
     p.add_argument("--no_plot", action="store_true",
                    help="Do not write confusion.png")
-    p.add_argument("--log_level", default="INFO")
     return p
 
 
 def main(cmd: Optional[List[str]] = None) -> Dict[str, object]:
-    args = get_parser().parse_args(cmd)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s",
-    )
+    args = parse_with_logging(get_parser(), cmd)
     labels = [x.strip() for x in args.labels.split(",") if x.strip()]
     return score_ser_files(
         args.ref, args.hyp, labels, args.out_dir, plot=not args.no_plot
