@@ -23,7 +23,8 @@ def get_parser() -> argparse.ArgumentParser:
     p = config_argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--train_config", help="config.yaml written by training")
     p.add_argument("--model_file", help="a *.pth written by training")
-    p.add_argument("--model_dir", help="instead of the two above: an exp dir or a packed .zip")
+    p.add_argument("--model_dir", help="instead of the two above: an exp dir, a packed .zip or a Hub model org/name")
+    p.add_argument("--revision", help="with a Hub model: its branch, tag or commit (default: main)")
     p.add_argument(
         "--data_path_and_name_and_type",
         action="append",
@@ -44,7 +45,10 @@ def get_parser() -> argparse.ArgumentParser:
         choices=["score", "generate"],
         help="label tasks: score every label (never out of set) or generate freely",
     )
-    p.add_argument("--ngpu", type=int, default=0)
+    p.add_argument("--ngpu", type=int, default=0, help="> 0: decode on the GPU (as --device cuda)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if --ngpu > 0, else cpu)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="cast the weights and decode under autocast to this dtype (default: the model's own)")
     p.add_argument("--num_workers", type=int, default=0)
     p.add_argument("--log_level", default="INFO")
     return p
@@ -60,13 +64,14 @@ def main(cmd=None):
 
     logging.info("decoding options: " + " ".join(f"{k}={getattr(args, k)}" for k in DECODING_OPTIONS)
                  + (f" (config: {args.config})" if args.config else ""))
-    device = "cuda" if args.ngpu > 0 else "cpu"
-    if args.model_dir:
-        hf = HarmoniFuse.from_pretrained(args.model_dir, args.model_file, device)
-    elif args.train_config and args.model_file:
-        hf = HarmoniFuse.from_pretrained(args.train_config, args.model_file, device)
-    else:
+    device = args.device or ("cuda" if args.ngpu > 0 else "cpu")
+    if not (args.model_dir or (args.train_config and args.model_file)):
         sys.exit("give --model_dir, or --train_config and --model_file")
+    try:
+        hf = HarmoniFuse.from_pretrained(args.model_dir or args.train_config, args.model_file, device, args.dtype,
+                                         args.revision)
+    except (FileNotFoundError, ValueError) as e:  # a path, a Hub model, a device or a dtype that is not there
+        sys.exit(f"Error: {e}")
     index = hf.task_index(args.task)
     for path, _, _ in (x.split(",") for x in args.data_path_and_name_and_type):
         if not Path(path).is_file():

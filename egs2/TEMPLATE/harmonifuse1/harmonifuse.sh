@@ -14,12 +14,18 @@ log() {
 _cmdline="$0 $*"
 
 # General (stages: 1 data, 2 format, 3 filter, 4 tokenizer, 5 stats, 6 train, 7 decode, 8 score,
-# 9 plots, 10 pack)
+# 9 plots, 10 pack, 11 upload)
 stage=1                  # First stage to run.
-stop_stage=10            # Last stage to run.
+stop_stage=11            # Last stage to run.
+skip_data_prep=false     # Skip the data preparation stages (1 data, 2 format, 3 filter, 4 tokenizer).
+skip_train=false         # Skip the training stages (5 stats, 6 train).
+skip_eval=false          # Skip the evaluation stages (7 decode, 8 score, 9 plots).
+skip_packing=false       # Skip the packing stage (10).
+skip_upload=true         # Skip the upload stage (11; --skip_upload false --hf_repo org/name uploads).
 nj=4                     # Parallel processes for formatting audio (stage 2).
 inference_nj=4           # Parallel decoding jobs per test set (stage 7).
-ngpu=1                   # GPUs for training (0: CPU).
+ngpu=1                   # GPUs for training, per node (0: CPU; > 1: DDP, one process per GPU).
+num_nodes=1              # Nodes for training (> 1: cmd_backend=slurm; ESPnet's launcher runs ngpu processes on each).
 inference_ngpu=0         # GPUs per decoding job.
 python=python3           # Python interpreter.
 dumpdir=dump             # Formatted data: ${dumpdir}/raw/<set>.
@@ -35,9 +41,10 @@ asr_test_sets=           # ASR test sets (space separated).
 ser_train_set=           # SER train set (empty: no SER task).
 ser_valid_set=           # SER validation set.
 ser_test_sets=           # SER test sets (space separated).
+speed_perturb_factors=   # Speed perturbation of the ASR train set, e.g. "0.9 1.0 1.1" (stage 2 makes <asr_train_set>_sp, the ASR train set from stage 3 on).
 # Tokenizer
 token_type=sentencepiece # sentencepiece (trained in stage 4) or hf (the LLM's own tokenizer).
-nbpe=500                 # Sentencepiece vocabulary size.
+nbpe=500                 # Sentencepiece vocabulary size (stage 4 stops, naming the range, if the text does not allow it).
 token_dir=               # Tokenizer dir (default: data/token_list/bpe${nbpe}).
 # Training
 train_config=            # Training config (yaml).
@@ -47,14 +54,21 @@ pretrain_tag=            # Pre-training experiment name (default: the pre-traini
 pretrain_model=valid.loss.best.pth # Pre-trained model file that initialises the main model.
 pretrain_init=backbone   # Modules copied from it into the main model (space separated src[:dst]).
 pretrain_only=false      # Stage 6 stops after the pre-training (e.g. to share it between models).
+pretrain_reuse=false     # Reuse a finished pre-training even if its config or data files changed (default: train it again, the old dir kept as <dir>.stale.<n>).
 train_args=              # Extra arguments for harmonifuse_train.
 model_tag=               # Experiment name (default: the train config's file name).
 # Decoding
-inference_config=        # Decoding config (yaml; optional).
+inference_config=        # Decoding config (yaml of harmonifuse_inference options, e.g. beam_size: 4; optional; --inference_batch_size wins over its batch_size).
 inference_args=          # Extra arguments for harmonifuse_inference.
 inference_model=valid.loss.best.pth # Model file in the experiment dir used to decode.
 inference_tag=           # Decode dir suffix (default: <inference config name>_<model name>).
 inference_batch_size=1   # Decoding batch size.
+# Upload (stage 11)
+hf_repo=                 # Hugging Face Hub repository to upload the packed model to (org/name).
+hf_dry_run=false         # Write the folder stage 11 would upload (<expdir>/<model_tag>/hf_upload) and upload nothing.
+hf_private=false         # Create the Hub repository as private.
+hf_language=en           # Language tag(s) of the model card.
+hf_datasets=             # Dataset tag(s) of the model card (default: the recipe's corpus name).
 
 help_message="Usage: $0 [options]   (run from an egs2/<corpus>/harmonifuse1 recipe dir)"
 
@@ -75,6 +89,10 @@ SECONDS=0
 tasks=()
 [ -n "${asr_train_set}" ] && tasks+=(asr)
 [ -n "${ser_train_set}" ] && tasks+=(ser)
+_sp_src=
+if [ -n "${speed_perturb_factors}" ] && [ -n "${asr_train_set}" ]; then  # as asr.sh: ${train_set}_sp from stage 3 on
+    _sp_src=${asr_train_set}; asr_train_set=${asr_train_set}_sp
+fi
 sets_of() {  # sets_of <task> train|valid|test
     local v="${1}_${2}_set"; [ "$2" = test ] && v="${1}_test_sets"; echo "${!v}"
 }
@@ -95,7 +113,19 @@ fi
 infer_opts=(); [ -n "${inference_config}" ] && infer_opts=(--config "${inference_config}")
 model_dir=${expdir}/${model_tag}
 decode_dir=${model_dir}/decode_${inference_tag}
-need() { [ "${stage}" -le "$2" ] && [ "${stop_stage}" -ge "$1" ]; }  # any stage in [$1, $2] runs?
+skip_flag() {  # skip_flag <stage>: prints the --skip_* option that turns the stage off, when it is true
+    local f
+    case $1 in 1|2|3|4) f=skip_data_prep ;; 5|6) f=skip_train ;; 7|8|9) f=skip_eval ;; 10) f=skip_packing ;;
+        11) f=skip_upload ;; *) return 1 ;; esac
+    [ "${!f}" = true ] && echo "${f}"
+}
+need() {  # need <first> <last>: does any stage in [first, last] run (within --stage/--stop_stage, not skipped)?
+    local s
+    for ((s = $1; s <= $2; s++)); do
+        [ "${stage}" -le "${s}" ] && [ "${stop_stage}" -ge "${s}" ] && ! skip_flag "${s}" >/dev/null && return 0
+    done
+    return 1
+}
 if need 2 10 && [ ${#tasks[@]} -eq 0 ]; then
     log "Error: no task: set --asr_train_set and/or --ser_train_set"; exit 2
 fi
@@ -105,9 +135,17 @@ for t in "${tasks[@]}"; do
     fi
 done
 if need 4 6 && [ -z "${train_config}" ]; then log "Error: --train_config is required"; exit 2; fi
-if need 7 10 && [ -z "${model_tag}" ]; then log "Error: set --model_tag or --train_config"; exit 2; fi
+if need 6 6 && [ "${num_nodes}" -gt 1 ] && [ "$(basename "${cuda_cmd%% *}")" != slurm.pl ]; then
+    log "Error: --num_nodes ${num_nodes} needs the Slurm backend: run with cmd_backend=slurm (cmd.sh)"; exit 2
+fi
+if need 7 11 && [ -z "${model_tag}" ]; then log "Error: set --model_tag or --train_config"; exit 2; fi
 mkdir -p "${expdir}/logs"
 log "${_cmdline}  (tasks: ${tasks[*]:-none}; stages ${stage}-${stop_stage})"
+_skipped=()
+for ((_s = stage; _s <= stop_stage && _s <= 11; _s++)); do
+    _f=$(skip_flag "${_s}") && _skipped+=("${_s} (--${_f} true)")
+done
+if [ ${#_skipped[@]} -gt 0 ]; then log "skipped stages: ${_skipped[*]}"; fi
 
 stage_times=${expdir}/stage_times.tsv
 stage_begin() {  # stage_begin <number> <name>
@@ -149,6 +187,10 @@ fi
 
 if need 2 2; then
     stage_begin 2 format
+    if [ -n "${_sp_src}" ]; then  # the perturbed copies and (with factor 1.0) the original, as one set
+        run_logged "${expdir}/logs/speed_perturb_${asr_train_set}.log" ${python} -m espnet_harmonifuse.data.speed_perturb \
+            --src "data/${_sp_src}" --dst "data/${asr_train_set}" --factors "${speed_perturb_factors}" --nj "${nj}"
+    fi
     declare -A _done=()
     for t in "${tasks[@]}"; do
         _lab=(); [ "${t}" = ser ] && _lab=(--labels "${ser_labels}")
@@ -163,8 +205,10 @@ fi
 
 if need 3 3; then
     stage_begin 3 filter_length
+    declare -A _filtered=()
     for t in "${tasks[@]}"; do
         for dset in $(sets_of "${t}" train) $(sets_of "${t}" valid); do
+            [ -n "${_filtered[${dset}]:-}" ] && continue; _filtered[${dset}]=1
             run_logged "${expdir}/logs/filter_length_${dset}.log" ${python} -m espnet_harmonifuse.data.filter_length \
                 --data_dir "${dumpdir}/raw/${dset}" --min_sec "${min_sec}" --max_sec "${max_sec}"
         done
@@ -212,21 +256,40 @@ train_model() {  # train_model <config> <output dir> <extra options>...
     mkdir -p "${_dir}"
     [ -f "${_dir}/train.log" ] && mv "${_dir}/train.log" "${_dir}/train.$(date +%Y%m%d%H%M%S).log"
     log "training ${_dir} (log: ${_dir}/train.log)"
-    ${cuda_cmd} --gpu "${ngpu}" "${_dir}/train.log" ${python} -m espnet2.bin.harmonifuse_train \
-        --config "${_conf}" --output_dir "${_dir}" --ngpu "${ngpu}" "${bpe_opts[@]}" --resume true "$@"
+    local _train=(${python} -m espnet2.bin.harmonifuse_train --config "${_conf}" --output_dir "${_dir}")
+    if [ "${num_nodes}" -gt 1 ]; then  # as asr.sh: ESPnet's launcher adds --ngpu and the DDP options (srun)
+        ${python} -m espnet2.bin.launch --cmd "${cuda_cmd}" --log "${_dir}/train.log" --ngpu "${ngpu}" \
+            --num_nodes "${num_nodes}" --init_file_prefix "${_dir}/.dist_init_" --multiprocessing_distributed true \
+            -- "${_train[@]}" "${bpe_opts[@]}" --resume true "$@"
+    else  # several GPUs: DDP with one process per GPU (ESPnet would use DataParallel without the option)
+        local _dist=(); [ "${ngpu}" -gt 1 ] && _dist=(--multiprocessing_distributed true)
+        ${cuda_cmd} --gpu "${ngpu}" "${_dir}/train.log" "${_train[@]}" --ngpu "${ngpu}" "${_dist[@]}" \
+            "${bpe_opts[@]}" --resume true "$@"
+    fi
 }
 
 if need 6 6; then
     _init=()
     if [ -n "${pretrain_config}" ]; then
         _pdir=${expdir}/${pretrain_tag:-$(basename "${pretrain_config%.*}")}
-        if [ -f "${_pdir}/done" ]; then
-            log "pre-trained encoder: ${_pdir}/${pretrain_model} (finished earlier; remove ${_pdir}/done to train it again)"
+        # shellcheck disable=SC2046  # task_data_opts prints whitespace-free words
+        _popts=($(task_data_opts ${pretrain_tasks//,/ }))
+        # its done marker records digests of the config and of the files that these options name
+        _marker=(${python} -m espnet_harmonifuse.bin.pretrain_marker --dir "${_pdir}" --config "${pretrain_config}")
+        _reads=(-- "${_popts[@]}" "${bpe_opts[@]}")
+        _state=$("${_marker[@]}" check "${_reads[@]}")
+        if [ "${_state}" = current ]; then
+            log "pre-trained encoder: ${_pdir}/${pretrain_model} (finished earlier, from the same config and data)"
+        elif [ "${_state}" != absent ] && [ "${pretrain_reuse}" = true ]; then
+            log "pre-trained encoder: ${_pdir}/${pretrain_model}, reused (--pretrain_reuse true) although ${_state#stale: }"
         else
+            if [ "${_state}" != absent ]; then
+                _old=$("${_marker[@]}" set_aside)
+                log "pre-training again: ${_state#stale: } (the old one is kept in ${_old}; --pretrain_reuse true reuses a changed one instead)"
+            fi
             stage_begin 6 pretrain
-            # shellcheck disable=SC2046  # task_data_opts prints whitespace-free words
-            train_model "${pretrain_config}" "${_pdir}" $(task_data_opts ${pretrain_tasks//,/ }) ${train_args}
-            date > "${_pdir}/done"
+            train_model "${pretrain_config}" "${_pdir}" "${_popts[@]}" ${train_args}
+            "${_marker[@]}" write "${_reads[@]}"
             stage_end
         fi
         if [ ! -f "${_pdir}/${pretrain_model}" ]; then
@@ -305,6 +368,20 @@ if need 10 10; then
     run_logged "${model_dir}/logs/pack.log" ${python} -m espnet_harmonifuse.bin.pack --exp_dir "${model_dir}" \
         --model_file "${inference_model}" --out "${model_dir}/packed.zip"
     stage_end
+fi
+
+if need 11 11; then
+    if [ -z "${hf_repo}" ]; then
+        log "Stage 11 (upload) skipped: no --hf_repo (--hf_repo org/name uploads to the Hugging Face Hub)"
+    else
+        stage_begin 11 upload
+        _configs=(); for c in ${train_config} ${pretrain_config}; do _configs+=(--train_config "${c}"); done
+        run_logged "${model_dir}/logs/upload.log" ${python} -m espnet_harmonifuse.bin.upload --exp_dir "${model_dir}" \
+            --hf_repo "${hf_repo}" --packed "${model_dir}/packed.zip" --out_dir "${model_dir}/hf_upload" \
+            "${_configs[@]}" --recipe "$(basename "$(dirname "${PWD}")")" --language "${hf_language}" \
+            --datasets "${hf_datasets}" --private "${hf_private}" --dry_run "${hf_dry_run}"
+        stage_end
+    fi
 fi
 
 if need 8 8 && [ "${stop_stage}" -gt 8 ]; then
