@@ -1,4 +1,4 @@
-"""Python API: ``HarmoniFuse.from_pretrained(exp_dir_or_zip)`` then ``model(wav, task="asr")``."""
+"""Python API: ``HarmoniFuse.from_pretrained(exp dir, packed zip or Hub id)`` then ``model(wav, task="asr")``."""
 
 import logging
 from pathlib import Path
@@ -10,17 +10,27 @@ import torch
 from espnet_harmonifuse.decoding import beam_search, greedy_search, score_labels
 from espnet_harmonifuse.espnet_model import HarmoniFuseModel, pack
 from espnet_harmonifuse.utils.checkpoint import CheckpointError, load_state_dict_strict
+from espnet_harmonifuse.utils.device import autocast_method, resolve_device, resolve_dtype
+from espnet_harmonifuse.utils.hub import looks_like_repo_id, snapshot_dir
 from espnet_harmonifuse.utils.packed import extract_packed
 
-MODEL_FILE_CANDIDATES = ("model.pth", "valid.loss.best.pth", "valid.acc.best.pth", "valid.loss.ave.pth", "latest.pth")
+# the packed model; the recipes' selection (valid.acc_tasks: task_stats.py); ESPnet's own criteria
+MODEL_FILE_CANDIDATES = (
+    "model.pth", "valid.acc_tasks.ave.pth", "valid.loss.best.pth", "valid.acc.best.pth", "valid.loss.ave.pth",
+    "latest.pth",
+)
 
 
-def resolve_model_dir(path: Union[str, Path], model_file: Optional[str] = None):
-    """``(config.yaml, model file)`` of an exp dir or a packed zip (extracted into a cache dir:
-    ``$ESPNET_HARMONIFUSE_CACHE``, default ``~/.cache/espnet_harmonifuse``; see utils/packed.py)."""
+def resolve_model_dir(path: Union[str, Path], model_file: Optional[str] = None, revision: Optional[str] = None):
+    """``(config.yaml, model file)`` of an exp dir, a packed zip (extracted into a cache dir:
+    ``$ESPNET_HARMONIFUSE_CACHE``, default ``~/.cache/espnet_harmonifuse``; see utils/packed.py) or a
+    Hugging Face Hub model ``org/name`` at ``revision`` (through the hub's cache; see utils/hub.py)."""
     path = Path(path)
+    if not path.exists() and looks_like_repo_id(path):
+        path = snapshot_dir(str(path), revision)
     if not path.exists():
-        raise FileNotFoundError(f"'{path}' does not exist: give an exp dir (with config.yaml) or a packed .zip")
+        raise FileNotFoundError(f"'{path}' does not exist: give an exp dir (with config.yaml) or a packed .zip, "
+                                "or a Hugging Face Hub model id (org/name)")
     if path.is_file() and path.suffix == ".zip":
         path = extract_packed(path)
     config = path / "config.yaml" if path.is_dir() else path
@@ -53,27 +63,39 @@ class HarmoniFuse:
     'happy'
     """
 
-    def __init__(self, model: HarmoniFuseModel, train_args, device: str = "cpu"):
+    def __init__(self, model: HarmoniFuseModel, train_args, device: str = "cpu", dtype=None):
+        """``dtype`` (float32, bfloat16, float16; default: the model's own) casts the weights, and decoding
+        runs under autocast to it (utils/device.py)."""
         from espnet_harmonifuse.tasks import HarmoniFuseTask
 
-        self.model = model.eval()
+        self.device = resolve_device(device)
+        self.dtype = None if dtype is None else resolve_dtype(dtype)
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.model.state_cache = None  # each utterance is decoded once: the training-time cache would only fill memory
         self.args = train_args
-        self.device = device
         self.tokenizer = HarmoniFuseTask.build_tokenizer(train_args)
         self.task_names = [t.name for t in model.tasks]
 
     @classmethod
     def from_pretrained(
-        cls, path: Union[str, Path], model_file: Optional[str] = None, device: str = "cpu"
+        cls,
+        path: Union[str, Path],
+        model_file: Optional[str] = None,
+        device: str = "cpu",
+        dtype: Optional[str] = None,
+        revision: Optional[str] = None,
     ) -> "HarmoniFuse":
+        """Load an exp dir, a packed .zip or a Hub model ``org/name`` (``revision``: its branch, tag or
+        commit) onto ``device`` (cpu, cuda, cuda:N) in ``dtype`` (float32, bfloat16, float16)."""
         import argparse
 
         import yaml
 
         from espnet_harmonifuse.tasks import HarmoniFuseTask
 
-        config, mf = resolve_model_dir(path, model_file)
+        resolve_device(device)  # a wrong device or dtype stops before the model is built
+        resolve_dtype(dtype)
+        config, mf = resolve_model_dir(path, model_file, revision)
         with open(config, encoding="utf-8") as f:
             args = argparse.Namespace(**yaml.safe_load(f))
         _rebase_paths(args, config.parent)
@@ -84,8 +106,8 @@ class HarmoniFuse:
             if Path(path).suffix == ".zip":  # its cache dir alone would not say which model
                 raise CheckpointError(f"packed model '{path}': {e}") from None
             raise
-        logging.info(f"loaded {mf} with {config} on {device}")
-        return cls(model.to(device), args, device)
+        logging.info(f"loaded {mf} with {config} on {device}{f' in {dtype}' if dtype else ''}")
+        return cls(model, args, device, dtype)
 
     def task_index(self, task: str) -> int:
         if task not in self.task_names:
@@ -103,6 +125,7 @@ class HarmoniFuse:
         return self.decode_tensors(speech, lengths, task, **kwargs)
 
     @torch.no_grad()
+    @autocast_method
     def decode_tensors(
         self,
         speech: torch.Tensor,

@@ -9,10 +9,12 @@ from espnet2.train.abs_espnet_model import AbsESPnetModel
 from espnet_harmonifuse.backbone.abs_backbone import AbsBackbone
 from espnet_harmonifuse.backbone.state_cache import BackboneStateCache, is_frozen
 from espnet_harmonifuse.decoder.abs_decoder import AbsDecoder
+from espnet_harmonifuse.decoding import score_labels
 from espnet_harmonifuse.fusion.abs_fusion import AbsFusion
 from espnet_harmonifuse.gate.abs_gate import AbsGate
 from espnet_harmonifuse.projector.abs_projector import AbsProjector
 from espnet_harmonifuse.task_spec import TaskSpec
+from espnet_harmonifuse.task_stats import task_accuracy
 from espnet_harmonifuse.utils.masking import lengths_to_mask
 
 IGNORE_ID = -1
@@ -21,10 +23,16 @@ IGNORE_ID = -1
 class HarmoniFuseModel(AbsESPnetModel):
     """Multi-task speech LM: ``[prompt ; speech ; target]`` into a causal LM.
 
+    The LLM reads ``[before ; speech ; after ; target]``, with ``(before, after)`` the prompt frame
+    of the sample's paraphrase (:meth:`set_prompt_frames`; by default the prompt text and nothing),
+    and is trained to predict the target and then EOS. Training and decoding build the prefix
+    ``[before ; speech ; after]`` with the same code (:meth:`prefix_parts`).
+
     Args:
         backbone, fusion, gate, projector, decoder: the components.
         tasks: the declared tasks; a batch's ``task_id`` indexes this list.
-        prompt_ids: for each task, the token ids of each prompt paraphrase.
+        prompt_ids: for each task, the token ids of each prompt paraphrase's text (the pooled prompt
+            vector is the mean of their LLM input embeddings).
         label_ids: for each task, the token ids of each label (empty for text tasks).
         eos_id: end-of-sequence token appended to every target.
         prompt_sampling: ``random`` (a paraphrase per sample in training) or ``first``.
@@ -93,6 +101,7 @@ class HarmoniFuseModel(AbsESPnetModel):
         self.decoder = decoder
         self.tasks = tasks
         self.prompt_ids = prompt_ids
+        self.prompt_frames = [[(list(p), []) for p in options] for options in prompt_ids]
         self.label_ids = label_ids
         self.eos_id = eos_id
         self.prompt_sampling = prompt_sampling
@@ -103,18 +112,28 @@ class HarmoniFuseModel(AbsESPnetModel):
         if ctc_weight > 0:  # the blank is an extra class after the LLM vocabulary
             self.ctc_head = torch.nn.Linear(backbone.output_size(), decoder.vocab_size + 1)
 
+    def set_prompt_frames(self, frames: Sequence[Sequence[Tuple[List[int], List[int]]]]) -> None:
+        """The LLM input tokens ``(before, after)`` the speech for each task's paraphrases, as
+        ``tokenizer.build_prompt_frames`` gives them (BOS, chat template)."""
+        if [len(f) for f in frames] != [len(p) for p in self.prompt_ids]:
+            raise ValueError(
+                f"prompt frames for {[len(f) for f in frames]} paraphrases per task, but the tasks have "
+                f"{[len(p) for p in self.prompt_ids]}: build them from the same tasks"
+            )
+        self.prompt_frames = [[(list(b), list(a)) for b, a in options] for options in frames]
+
     # ------------------------------------------------------------------ speech side
-    def choose_prompts(self, task_id: torch.Tensor, prompt_index: Optional[int] = None) -> List[List[int]]:
-        """One prompt paraphrase per sample: random in training, the first (or given) otherwise."""
+    def choose_prompts(self, task_id: torch.Tensor, prompt_index: Optional[int] = None) -> List[Tuple[int, int]]:
+        """One prompt paraphrase ``(task, index)`` per sample: random in training, the first (or given) otherwise."""
         chosen = []
         for t in task_id.tolist():
-            options = self.prompt_ids[t]
+            n = len(self.prompt_ids[t])
             if prompt_index is not None:
-                chosen.append(options[prompt_index % len(options)])
+                chosen.append((t, prompt_index % n))
             elif self.training and self.prompt_sampling == "random":
-                chosen.append(options[int(torch.randint(len(options), (1,)))])
+                chosen.append((t, int(torch.randint(n, (1,)))))
             else:
-                chosen.append(options[0])
+                chosen.append((t, 0))
         return chosen
 
     def embed_prompts(self, prompts: List[List[int]]) -> Tuple[List[torch.Tensor], torch.Tensor]:
@@ -144,16 +163,23 @@ class HarmoniFuseModel(AbsESPnetModel):
         task_id: torch.Tensor,
         prompt_index: Optional[int] = None,
     ) -> Tuple[List[List[torch.Tensor]], Dict[str, torch.Tensor]]:
-        """Per sample, the ``[prompt ; speech]`` embeddings, plus layer weights and gate stats."""
-        prompt_embs, extra = self.select(speech, speech_lengths, task_id, prompt_index)
+        """Per sample, the ``[before ; speech ; after]`` embeddings (``after`` left out when empty),
+        plus layer weights and gate stats."""
+        chosen, extra = self.select(speech, speech_lengths, task_id, prompt_index)
         selected, lengths = extra["selected"], extra["selected_lengths"]
         # A projector merges neighbouring frames (stacking, convolution), so the frames past an
         # utterance's end must be zeros, as when it is decoded alone, and not whatever the backbone
         # and the gate left in the padding (the state cache pads with zeros: training saw zeros).
         selected = selected * lengths_to_mask(lengths, selected.size(1)).unsqueeze(-1).to(selected.dtype)
         embeds, emb_lengths = self.projector(selected, lengths)
-        embeds = embeds.to(prompt_embs[0].dtype)
-        parts = [[p, embeds[i, : int(emb_lengths[i])]] for i, p in enumerate(prompt_embs)]
+        parts = []
+        for i, (t, j) in enumerate(chosen):
+            before, after = self.prompt_frames[t][j]
+            sample = [self._embed_ids(before)]
+            sample.append(embeds[i, : int(emb_lengths[i])].to(sample[0].dtype))
+            if after:
+                sample.append(self._embed_ids(after))
+            parts.append(sample)
         return parts, extra
 
     def select(
@@ -162,16 +188,18 @@ class HarmoniFuseModel(AbsESPnetModel):
         speech_lengths: torch.Tensor,
         task_id: torch.Tensor,
         prompt_index: Optional[int] = None,
-    ) -> Tuple[List[torch.Tensor], Dict[str, torch.Tensor]]:
-        """Backbone, fusion and gate: the prompt embeddings and the gated states with their stats."""
-        prompt_embs, prompt_vec = self.embed_prompts(self.choose_prompts(task_id, prompt_index))
+    ) -> Tuple[List[Tuple[int, int]], Dict[str, torch.Tensor]]:
+        """Backbone, fusion and gate: each sample's paraphrase ``(task, index)`` and the gated states
+        with their stats."""
+        chosen = self.choose_prompts(task_id, prompt_index)
+        _, prompt_vec = self.embed_prompts([self.prompt_ids[t][j] for t, j in chosen])
         if self.state_cache is not None:
             states, lengths = self.state_cache(self.backbone, speech, speech_lengths)
         else:
             states, lengths = self.backbone(speech, speech_lengths)
         fused, layer_weights = self.fusion(states, lengths, prompt_vec)
         selected, gate_stats = self.gate(fused, lengths, prompt_vec)
-        return prompt_embs, dict(layer_weights=layer_weights, selected=selected, selected_lengths=lengths, **gate_stats)
+        return chosen, dict(layer_weights=layer_weights, selected=selected, selected_lengths=lengths, **gate_stats)
 
     # ------------------------------------------------------------------ training
     def forward(
@@ -187,6 +215,7 @@ class HarmoniFuseModel(AbsESPnetModel):
         if self.ctc_weight == 1.0:
             return self._ctc_only(speech, speech_lengths, text, text_lengths, task_id)
         parts, extra = self.prefix_parts(speech, speech_lengths, task_id)
+        prefixes = [list(p) for p in parts]
         targets = [text[i, : int(text_lengths[i])] for i in range(text.size(0))]
         eos = torch.tensor([self.eos_id], device=text.device, dtype=text.dtype)
         labels_per_sample = []
@@ -198,7 +227,8 @@ class HarmoniFuseModel(AbsESPnetModel):
         inputs, mask, positions = pack(parts, left_pad=False)
         labels = torch.nn.utils.rnn.pad_sequence(labels_per_sample, batch_first=True, padding_value=IGNORE_ID)
         logits, _ = self.decoder(inputs, mask, positions)
-        loss, stats, weight = self._loss_and_stats(logits, labels, task_id)
+        hits = None if self.training else self.label_hits(prefixes, task_id, targets)
+        loss, stats, weight = self._loss_and_stats(logits, labels, task_id, hits)
         if self.ctc_weight > 0:
             loss, stats = self._add_ctc(loss, stats, extra, text, text_lengths, task_id)
         return loss, stats, weight
@@ -231,13 +261,40 @@ class HarmoniFuseModel(AbsESPnetModel):
         stats["loss"] = loss.detach()
         return loss, stats
 
-    def _loss_and_stats(self, logits: torch.Tensor, labels: torch.Tensor, task_id: torch.Tensor):
+    @torch.no_grad()
+    def label_hits(
+        self, prefixes: List[List[torch.Tensor]], task_id: torch.Tensor, targets: List[torch.Tensor]
+    ) -> torch.Tensor:
+        """Per sample of a label task, whether its label is the most likely of the task's labels
+        given its prefix, as SER decoding picks it (``score_labels``); False for the other samples."""
+        hits = torch.zeros(len(prefixes), dtype=torch.bool, device=task_id.device)
+        for t, spec in enumerate(self.tasks):
+            rows = [i for i, k in enumerate(task_id.tolist()) if k == t]
+            if not spec.is_label or not rows:
+                continue
+            packed = pack([prefixes[i] for i in rows], left_pad=True)
+            best = score_labels(self.decoder, *packed, self.label_ids[t], self.eos_id).argmax(-1).tolist()
+            for i, b in zip(rows, best):
+                hits[i] = targets[i].tolist() == self.label_ids[t][b]
+        return hits
+
+    def _loss_and_stats(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        task_id: torch.Tensor,
+        label_hits: Optional[torch.Tensor] = None,
+    ):
+        """The loss and its stats: ``acc`` (ESPnet's: every target token and EOS, all tasks) and per
+        task ``loss_<task>`` and ``acc_<task>`` (task_stats.py: EOS left out; a label task
+        counts whole labels, by ``label_hits`` where given), NaN for a task without samples."""
         logits = logits[:, : labels.size(1)]
         valid = labels != IGNORE_ID
         token_loss = torch.nn.functional.cross_entropy(
             logits.transpose(1, 2), labels.clamp(min=0), reduction="none", label_smoothing=self.lsm_weight
         ) * valid
         correct = (logits.argmax(-1) == labels) & valid
+        content = valid & (valid.long().cumsum(1) < valid.sum(1, keepdim=True))  # the EOS is the last target
         n_tok = valid.sum(1).float()
         weights = torch.tensor([self.tasks[t].loss_weight for t in task_id.tolist()], device=logits.device)
         loss = (token_loss.sum(1) * weights).sum() / n_tok.sum().clamp(min=1.0)
@@ -248,7 +305,8 @@ class HarmoniFuseModel(AbsESPnetModel):
             if sel.any():
                 n = n_tok[sel].sum().clamp(min=1.0)
                 stats[f"loss_{spec.name}"] = token_loss[sel].sum().detach() / n
-                stats[f"acc_{spec.name}"] = correct[sel].sum() / n
+                hits = None if label_hits is None else label_hits[sel]
+                stats[f"acc_{spec.name}"] = task_accuracy(spec.is_label, correct[sel], content[sel], hits)
             else:
                 stats[f"loss_{spec.name}"] = nan
                 stats[f"acc_{spec.name}"] = nan
@@ -257,6 +315,25 @@ class HarmoniFuseModel(AbsESPnetModel):
 
     def collect_feats(self, speech: torch.Tensor, speech_lengths: torch.Tensor, **kwargs) -> Dict[str, torch.Tensor]:
         return {"feats": speech, "feats_lengths": speech_lengths}
+
+    # ------------------------------------------------------------------ distributed training
+    def unused_parameter_reasons(self) -> List[str]:
+        """Why some trainable parameters get no gradient in some training batches (empty: every
+        trainable parameter gets one in every batch). Under DDP each such model needs
+        ``find_unused_parameters`` (ESPnet's ``--unused_parameters true``), which the task sets."""
+        reasons = []
+        if self.ctc_weight == 1.0:
+            idle = [name for name in ("projector", "decoder") if _trainable(getattr(self, name))]
+            if idle:
+                reasons.append(f"model_conf.ctc_weight 1.0 (CTC only) never runs the trainable {' and '.join(idle)}")
+        elif self.ctc_weight > 0 and len(self.ctc_task_ids) < len(self.tasks) and _trainable(self.ctc_head):
+            other = [t.name for i, t in enumerate(self.tasks) if i not in self.ctc_task_ids]
+            reasons.append(f"the CTC head (model_conf.ctc_weight) gets no gradient in batches of task(s) {other}")
+        layer = getattr(self.fusion, "layer", None)  # a fusion that reads one layer (last_layer)
+        if layer is not None and layer < self.backbone.num_layers - 1 and _trainable(self.backbone):
+            reasons.append(f"fusion_conf.layer {layer} leaves the trainable backbone's layers above it unused")
+        reasons += _hf_backbone_reasons(self.backbone)
+        return reasons
 
     # ------------------------------------------------------------------ analysis
     @torch.no_grad()
@@ -267,6 +344,22 @@ class HarmoniFuseModel(AbsESPnetModel):
             _, vec = self.embed_prompts(prompts)
             out[spec.name] = self.fusion.layer_weights(vec).cpu()
         return out
+
+
+def _trainable(module: Optional[torch.nn.Module]) -> bool:
+    return module is not None and any(p.requires_grad for p in module.parameters())
+
+
+def _hf_backbone_reasons(backbone: torch.nn.Module) -> List[str]:
+    """A trainable Hugging Face speech model uses its SpecAugment mask embedding only when masking is on."""
+    model = getattr(backbone, "model", None)
+    config = getattr(model, "config", None)
+    spec = getattr(model, "masked_spec_embed", None)
+    if config is None or spec is None or not spec.requires_grad:
+        return []
+    if getattr(config, "apply_spec_augment", False) and getattr(config, "mask_time_prob", 0.0) > 0:
+        return []
+    return ["the trainable backbone's masked_spec_embed is unused (its SpecAugment masking is off)"]
 
 
 def pack(

@@ -4,6 +4,7 @@ import argparse
 import dataclasses
 import functools
 import logging
+import sys
 from pathlib import Path
 from typing import Callable, Optional, Tuple, Union
 
@@ -11,7 +12,6 @@ import yaml
 from espnet2.tasks.abs_task import AbsTask
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 from espnet2.train.class_choices import ClassChoices
-from espnet2.train.trainer import Trainer
 from espnet2.utils.get_default_kwargs import get_default_kwargs
 from espnet2.utils.nested_dict_action import NestedDictAction
 from espnet2.utils.types import str_or_none
@@ -31,13 +31,17 @@ from espnet_harmonifuse.gate.abs_gate import AbsGate
 from espnet_harmonifuse.gate.none import NoGate
 from espnet_harmonifuse.gate.task_gate import TaskGate
 from espnet_harmonifuse.iterators.multitask_iter_factory import SCHEDULES, MultiTaskIterFactory
+from espnet_harmonifuse.iterators.sharding import build_task_iter_factory
 from espnet_harmonifuse.preprocessor import TaskPreprocessor
 from espnet_harmonifuse.projector.abs_projector import AbsProjector
 from espnet_harmonifuse.projector.conv1d import Conv1dProjector
 from espnet_harmonifuse.projector.stack_mlp import StackMLPProjector
 from espnet_harmonifuse.task_spec import DEFAULT_TASKS, group_task_data, parse_tasks
-from espnet_harmonifuse.tokenizer import AbsTokenizer, build_tokenizer
-from espnet_harmonifuse.utils.checkpoint import load_state_dict_strict
+from espnet_harmonifuse.task_stats import TaskStatsTrainer
+from espnet_harmonifuse.tokenizer import PROMPT_FORMATS, AbsTokenizer, build_prompt_frames, build_tokenizer, target_eos
+from espnet_harmonifuse.utils.checkpoint import CheckpointError, check_init_params, load_state_dict_strict
+from espnet_harmonifuse.utils.config import with_base_configs
+from espnet_harmonifuse.utils.distributed import check_not_data_parallel, set_unused_parameters
 
 backbone_choices = ClassChoices(
     name="backbone",
@@ -72,6 +76,12 @@ def _yaml_value(value: str):
     return yaml.safe_load(value)
 
 
+def _batch_log(args: argparse.Namespace, distributed_option, mode: str) -> Optional[str]:
+    if getattr(args, "batch_log_dir", None) is None:
+        return None
+    return str(Path(args.batch_log_dir) / f"{mode}.rank{distributed_option.dist_rank or 0}.jsonl")
+
+
 @functools.lru_cache(maxsize=8)
 def _cached_tokenizer(token_type: str, bpemodel: Optional[str], name_or_path: Optional[str]) -> AbsTokenizer:
     return build_tokenizer(token_type, bpemodel, name_or_path)
@@ -87,7 +97,34 @@ class HarmoniFuseTask(AbsTask):
         decoder_choices,
         model_choices,
     ]
-    trainer = Trainer
+    trainer = TaskStatsTrainer  # atomic checkpoints, resume with a fallback (trainer.py); acc_tasks (task_stats.py)
+
+    @classmethod
+    def get_parser(cls) -> argparse.ArgumentParser:
+        """ESPnet's parser; ``--config`` may be an override file (``base_config``: utils/config.py)."""
+        return with_base_configs(super().get_parser())
+
+    @classmethod
+    def main(cls, args: Optional[argparse.Namespace] = None, cmd=None):
+        """ESPnet's training main; a checkpoint that cannot be used ends with its message alone."""
+        try:
+            super().main(args=args, cmd=cmd)
+        except CheckpointError as e:
+            sys.exit(f"ERROR: {e}")
+
+    @classmethod
+    def main_worker(cls, args: argparse.Namespace):
+        """ESPnet's worker; never with DataParallel (utils/distributed.py)."""
+        check_not_data_parallel(args)
+        super().main_worker(args)
+
+    @classmethod
+    def build_optimizers(cls, args: argparse.Namespace, model):
+        # AbsTask.main_worker builds the optimizers after the model and loads --init_param after them,
+        # with ESPnet's unrestricted torch.load: check each --init_param first (weights-only, shapes).
+        if not (args.dry_run or args.collect_stats):
+            check_init_params(model, args.init_param, args.ignore_init_mismatch)
+        return super().build_optimizers(args, model)
 
     @classmethod
     def add_task_arguments(cls, parser: argparse.ArgumentParser):
@@ -131,6 +168,13 @@ class HarmoniFuseTask(AbsTask):
             help="Per-task shares for --multitask_schedule ratio, e.g. {asr: 2, ser: 1}",
         )
         group.add_argument("--multitask_temperature", type=float, default=2.0)
+        group.add_argument(
+            "--batch_log_dir",
+            type=str_or_none,
+            default=None,
+            help="Append each batch a process gets (epoch, task, utterance ids; one JSON line each) to "
+            "DIR/{train,valid}.rank<R>.jsonl, to check the interleaving and the DDP data split",
+        )
 
         group = parser.add_argument_group(description="Tokenizer")
         group.add_argument(
@@ -146,6 +190,14 @@ class HarmoniFuseTask(AbsTask):
             type=str_or_none,
             default=None,
             help="HF tokenizer; default: decoder_conf.model_name_or_path",
+        )
+        group.add_argument(
+            "--prompt_format",
+            type=str,
+            default="plain",
+            choices=list(PROMPT_FORMATS),
+            help="plain: [BOS] prompt ; speech ; target; chat_template: the LLM's chat template around the "
+            "prompt, the speech after the prompt in the user turn, the target after the assistant header",
         )
         group = parser.add_argument_group(description="Model")
         group.add_argument(
@@ -186,6 +238,11 @@ class HarmoniFuseTask(AbsTask):
         return ("text",)
 
     @classmethod
+    def build_sequence_iter_factory(cls, args, iter_options, mode: str):
+        """ESPnet's, with every batch split over the DDP ranks non-empty (iterators/sharding.py)."""
+        return build_task_iter_factory(cls, args, iter_options, mode)
+
+    @classmethod
     def build_iter_factory(cls, args, distributed_option, mode: str, kwargs: Optional[dict] = None):
         if mode not in ("train", "valid"):
             raise ValueError(f"HarmoniFuseTask builds train and valid iterators only, not '{mode}'")
@@ -223,6 +280,7 @@ class HarmoniFuseTask(AbsTask):
             ratio=ratio,
             temperature=args.multitask_temperature,
             seed=args.seed,
+            batch_log=_batch_log(args, distributed_option, mode),
         )
 
     # ------------------------------------------------------------------ model
@@ -261,7 +319,9 @@ class HarmoniFuseTask(AbsTask):
                 tokenizer.check_round_trip(text, f"task '{spec.name}' label")
             prompt_ids.append([tokenizer.encode(p) for p in spec.prompts])
             label_ids.append([tokenizer.encode(lab) for lab in spec.labels])
-        return model_choices.get_class(getattr(args, "model", "harmonifuse"))(
+        prompt_format = getattr(args, "prompt_format", "plain")  # a config without the key: plain
+        frames = build_prompt_frames(tokenizer, [spec.prompts for spec in tasks], prompt_format)
+        model = model_choices.get_class(getattr(args, "model", "harmonifuse"))(
             backbone=backbone,
             fusion=fusion,
             gate=gate,
@@ -270,9 +330,12 @@ class HarmoniFuseTask(AbsTask):
             tasks=tasks,
             prompt_ids=prompt_ids,
             label_ids=label_ids,
-            eos_id=tokenizer.eos_id,
+            eos_id=target_eos(tokenizer, prompt_format),
             **args.model_conf,
         )
+        model.set_prompt_frames(frames)
+        set_unused_parameters(args, model)  # DDP's find_unused_parameters where the model needs it
+        return model
 
     @classmethod
     def build_model_from_file(

@@ -170,7 +170,8 @@ def trained(bpemodel, tmp_path_factory):
     dirs = toy_dirs(root)
     config = write_config(root / "train.yaml", bpemodel)
     out = root / "exp"
-    harmonifuse_train.main(train_cmd(config, out, dirs, epochs=2))
+    criteria = ["--best_model_criterion", "valid,loss,min", "valid,acc_tasks,max"]  # acc_tasks: as the recipes
+    harmonifuse_train.main(train_cmd(config, out, dirs, epochs=2) + criteria)
     return out, dirs
 
 
@@ -237,7 +238,13 @@ def test_training_reports_per_task_stats(trained):
                 assert math.isfinite(stats[key]), (epoch, mode, key, stats[key])
             assert 0.0 <= stats["acc_asr"] <= 1.0 and 0.0 <= stats["acc_ser"] <= 1.0
             assert stats["loss_asr"] > 0 and stats["loss_ser"] > 0
+            # the checkpoint criterion: the mean of the tasks' epoch values (espnet_harmonifuse/task_stats.py)
+            assert stats["acc_tasks"] == pytest.approx((stats["acc_asr"] + stats["acc_ser"]) / 2)
     assert reporter["stats"][2]["train"]["total_count"] == 8  # 2 epochs x (2 ASR + 2 SER batches)
+    # checkpoints are selected and averaged on it
+    best = max((1, 2), key=lambda e: (reporter["stats"][e]["valid"]["acc_tasks"], -e))
+    assert os.path.realpath(out / "valid.acc_tasks.best.pth") == os.path.realpath(out / f"{best}epoch.pth")
+    assert (out / "valid.acc_tasks.ave.pth").is_file()
 
 
 # ----------------------------------------------------------------------------- (d) inference

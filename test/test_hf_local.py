@@ -153,6 +153,8 @@ def test_prompts_and_labels_round_trip_with_the_hf_tokenizer(built, hf_dirs):
     for index, task in enumerate(TINY_TASKS):
         for p, ids in zip(task["prompts"], model.prompt_ids[index]):
             assert ids == saved.encode(p, add_special_tokens=False) and tok.decode(ids) == p
+            # the LLM reads [prompt ; speech ; target]: no BOS (the tokenizer has none), no template
+            assert model.prompt_frames[index][task["prompts"].index(p)] == (saved(p)["input_ids"], []) == (ids, [])
         for lab, ids in zip(task.get("labels", []), model.label_ids[index]):
             assert tok.decode(ids) == lab
     assert tok.decode(tok.encode("THE RED DOG") + [tok.eos_id]) == "THE RED DOG"

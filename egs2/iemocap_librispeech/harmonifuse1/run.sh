@@ -29,7 +29,7 @@ esac
     --ngpu 1 --inference_ngpu 1 --inference_batch_size 16 \
     --token_type hf \
     --train_config conf/train.yaml \
-    --inference_model valid.acc.best.pth \
+    --inference_model valid.acc_tasks.ave.pth \
     --local_data_opts "--fold ${fold} ${local_data_opts}" \
     --asr_train_set librispeech_train_clean_100 --asr_valid_set librispeech_dev_clean \
     --asr_test_sets "librispeech_test_clean librispeech_test_other" \

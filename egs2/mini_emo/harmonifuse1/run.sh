@@ -8,7 +8,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 ./harmonifuse.sh \
     --ngpu 0 --nj 2 --inference_nj 2 --inference_batch_size 16 \
-    --inference_model valid.acc.ave.pth \
+    --inference_model valid.acc_tasks.ave.pth \
     --token_type sentencepiece --nbpe 150 \
     --train_config conf/train.yaml --pretrain_config conf/pretrain.yaml \
     --asr_train_set asr_train --asr_valid_set asr_dev --asr_test_sets asr_test \
