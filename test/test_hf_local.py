@@ -282,3 +282,24 @@ def test_a_trainable_backbone_never_drops_a_layer_state():
         states, _ = backbone(speech, torch.tensor([4000, 3000]))
         assert len(states) == backbone.num_layers == 4
         assert all(s.shape == states[0].shape for s in states)
+
+
+def test_an_llm_configured_in_bf16_stays_bf16_when_the_model_is_cast(hf_dirs, tmp_path):
+    """ESPnet casts the built model to --train_dtype (float32); the LLM keeps decoder_conf.dtype,
+    its LoRA weights and the other components keep theirs, and a training step runs."""
+    args = hf_args(tmp_path, hf_dirs)
+    args.decoder_conf = dict(args.decoder_conf, dtype="bfloat16")
+    torch.manual_seed(0)
+    model = HarmoniFuseTask.build_model(args)
+    before = {k: v.dtype for k, v in model.state_dict().items()}
+    model = model.to(dtype=torch.float32, device="cpu")  # what AbsTask.main_worker does
+    after = {k: v.dtype for k, v in model.state_dict().items()}
+    assert after == before
+    base = {k: d for k, d in after.items() if k.startswith("decoder.") and "lora_" not in k and d.is_floating_point}
+    assert base and set(base.values()) == {torch.bfloat16}
+    assert {d for k, d in after.items() if k.startswith(("fusion.", "gate.", "projector."))} == {torch.float32}
+    model.train()
+    loss, stats, _ = model(**asr_batch(args))
+    loss.backward()
+    assert torch.isfinite(loss) and loss.dtype == torch.float32
+    assert all(p.grad is not None for k, p in model.named_parameters() if "lora_B" in k)

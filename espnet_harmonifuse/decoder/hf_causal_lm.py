@@ -62,9 +62,23 @@ class HFCausalLMDecoder(AbsDecoder):
                     p.requires_grad_(True)
         self.lm = model
         self.freeze = freeze
+        self.keep_dtype = dtype != "float32"
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         # transformers >= 5.2x calls the KV cache "cache", older versions "past_key_values"
         self._cache_kw = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+    def _apply(self, fn, recurse=True):
+        """``Module.to`` / ``.float()`` move the LM between devices but keep each of its tensors'
+        dtype when ``dtype`` is not float32: ESPnet casts the whole model to ``--train_dtype``
+        (float32) after building it, which would undo a bf16 LLM (and double its memory)."""
+        if not self.keep_dtype:
+            return super()._apply(fn, recurse)
+
+        def same_dtype(t: torch.Tensor) -> torch.Tensor:
+            out = fn(t)
+            return out.to(t.dtype) if t.is_floating_point() and out.dtype != t.dtype else out
+
+        return super()._apply(same_dtype, recurse)
 
     @property
     def hidden_size(self) -> int:
