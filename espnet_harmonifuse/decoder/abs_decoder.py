@@ -35,4 +35,13 @@ class AbsDecoder(torch.nn.Module, ABC):
         past_key_values: Optional[Any] = None,
         use_cache: bool = False,
     ) -> Tuple[torch.Tensor, Optional[Any]]:
+        """Logits ``(B, N, V)`` in float32, and the KV cache (``None`` unless ``use_cache``).
+
+        Args:
+            inputs_embeds: ``(B, N, H)`` LLM input embeddings.
+            attention_mask: ``(B, N)``, true at real positions (left padding is false).
+            position_ids: ``(B, N)``, counted from each sample's first real position.
+            past_key_values: the cache of an earlier call, to continue a generation.
+            use_cache: return the cache.
+        """
         raise NotImplementedError
