@@ -127,14 +127,14 @@ def test_table_cli_by_hand_leaves_out_runs_of_an_older_config_too(fake_bench, mo
     assert "Left out" not in text and "25.00 ± 7.07" in text
 
 
-def test_table_lists_every_sitting_that_produced_it(fake_bench):
-    """A table finished over several sittings is reproduced by all of them, not by the last one."""
+def test_table_lists_every_invocation_that_produced_it(fake_bench):
+    """A table finished over several invocations is reproduced by all of them, not by the last one."""
     meta = {"invocations": [{"command": "bench --seeds 0", "started": "2026-01-01T10:00:00"},
                             {"command": "bench --max_hours 1.4", "started": "2026-01-02T09:30:00"}]}
     (fake_bench / "benchmark.json").write_text(json.dumps(meta))
     text = Path(table.write_all(fake_bench)).read_text()
     block = text.split("```")[1].strip().splitlines()
-    assert "2 sitting(s)" in text
+    assert "2 invocation(s)" in text
     assert block == ["# 2026-01-01T10:00:00", "bench --seeds 0", "# 2026-01-02T09:30:00", "bench --max_hours 1.4"]
 
 

@@ -195,7 +195,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     for n, r in enumerate(todo, 1):
         if args.max_hours and time.time() - t_start > args.max_hours * 3600:
-            logger.info("--max_hours %.2f reached: %d runs left for the next sitting", args.max_hours, len(todo) - n + 1)
+            logger.info("--max_hours %.2f reached: %d runs left for the next invocation", args.max_hours, len(todo) - n + 1)
             break
         if r.stale and args.rerun_stale:
             aside = r.run_dir.with_name(f"{r.run_dir.name}.stale.{datetime.datetime.now():%Y%m%d%H%M%S}")

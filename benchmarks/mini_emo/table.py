@@ -127,8 +127,8 @@ def render(agg: Dict[Tuple[str, str], Dict], meta: Optional[Dict] = None) -> str
     systems = _system_info()
     lines = ["# HarmoniFuse benchmark", ""]
     inv = (meta or {}).get("invocations") or []
-    if inv:  # every sitting: together they reproduce the table (each one skips the runs already done)
-        lines += [f"Produced by {len(inv)} sitting(s) of the resumable command, oldest first:", "", "```"]
+    if inv:  # every invocation: together they reproduce the table (each one skips the runs already done)
+        lines += [f"Produced by {len(inv)} invocation(s) of the resumable command, oldest first:", "", "```"]
         for i in inv:
             lines += [f"# {i.get('started', 'start time not recorded')}", i["command"]]
         lines += ["```", ""]
