@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional, Tuple, Union
 
+import torch
 import yaml
 from espnet2.tasks.abs_task import AbsTask
 from espnet2.train.abs_espnet_model import AbsESPnetModel
@@ -114,9 +115,12 @@ class HarmoniFuseTask(AbsTask):
 
     @classmethod
     def main_worker(cls, args: argparse.Namespace):
-        """ESPnet's worker; never with DataParallel (utils/distributed.py)."""
+        """ESPnet's worker; never with DataParallel (utils/distributed.py). A DDP process ends its
+        process group itself: left to the interpreter's exit, gloo's threads can abort the process."""
         check_not_data_parallel(args)
         super().main_worker(args)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
     @classmethod
     def build_optimizers(cls, args: argparse.Namespace, model):

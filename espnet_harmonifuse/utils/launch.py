@@ -10,6 +10,12 @@ local: runs up to K jobs at once here. slurm: writes one sbatch array script nex
 command and ends with its exit status and time. Exit status is non-zero when any job failed, and
 the failed logs are named (with the tail of the first one).
 
+Jobs that ask for GPUs (``--gpu N``) each get their own: slurm gives every job of the array its
+``--gres=gpu:N``; the local backend sets ``CUDA_VISIBLE_DEVICES`` for each job to the N least busy of
+the GPUs it sees (those in its own ``CUDA_VISIBLE_DEVICES`` when that is set, else those that
+``nvidia-smi -L`` lists), so the jobs go round-robin over the GPUs and share one only when there are
+more jobs at once than GPUs (``--max_jobs_run`` limits how many run at once).
+
 ``--num_nodes M`` (slurm only) allocates M nodes with one task each (``--gpu`` GPUs per node), as
 Kaldi's slurm.pl does for ESPnet's distributed launcher (``python -m espnet2.bin.launch``, which
 gives a COMMAND starting with ``srun``: one training process per node, spawning one per GPU).
@@ -22,8 +28,10 @@ import re
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence, Tuple
 
 USAGE = __doc__
@@ -93,14 +101,73 @@ def _now() -> str:
     return datetime.datetime.now().strftime("%a %b %d %H:%M:%S %Y")
 
 
-def run_local(cmd: str, logfile: str, gpu: str) -> int:
+def visible_gpus() -> Tuple[List[str], str]:
+    """The GPUs this launcher may hand out (its ``CUDA_VISIBLE_DEVICES`` when set, else those that
+    ``nvidia-smi -L`` lists), and where they were found."""
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        found = os.environ["CUDA_VISIBLE_DEVICES"]
+        return [d.strip() for d in found.split(",") if d.strip() not in ("", "-1")], f"CUDA_VISIBLE_DEVICES={found!r}"
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        return [], f"nvidia-smi -L failed: {e}"
+    return [str(i) for i in range(sum(line.startswith("GPU ") for line in listed.splitlines()))], "nvidia-smi -L"
+
+
+class GpuPool:
+    """Hands each job the ``n`` GPUs with the fewest running jobs (the lowest index first): round-robin."""
+
+    def __init__(self, devices: Sequence[str]):
+        self.devices = list(devices)
+        self.busy = [0] * len(self.devices)
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> List[int]:
+        with self._lock:
+            picked = sorted(sorted(range(len(self.devices)), key=lambda i: (self.busy[i], i))[:n])
+            for i in picked:
+                self.busy[i] += 1
+            return picked
+
+    def names(self, picked: Sequence[int]) -> str:
+        return ",".join(self.devices[i] for i in picked)
+
+    @contextmanager
+    def hold(self, n: int):
+        """``CUDA_VISIBLE_DEVICES`` for one job of ``n`` GPUs, while the job runs."""
+        picked = self.take(n)
+        try:
+            yield self.names(picked)
+        finally:
+            with self._lock:
+                for i in picked:
+                    self.busy[i] -= 1
+
+
+def gpu_pool(gpu: int, dry_run: bool) -> Optional[GpuPool]:
+    """The pool for jobs of ``gpu`` GPUs each (None: no GPU asked for); fewer visible GPUs stop the launch."""
+    if gpu <= 0:
+        return None
+    devices, seen = visible_gpus()
+    if len(devices) >= gpu:
+        return GpuPool(devices)
+    if dry_run:  # the commands are printed without devices
+        return None
+    raise SystemExit(f"launch: each job asks for {gpu} GPU(s), but {len(devices)} visible here ({seen}). "
+                     "Fix: ask for fewer (harmonifuse.sh --ngpu / --inference_ngpu) or make more GPUs visible")
+
+
+def run_local(cmd: str, logfile: str, gpu: str, devices: Optional[str] = None) -> int:
+    """Run ``cmd`` here, logged to ``logfile``; ``devices``: its ``CUDA_VISIBLE_DEVICES`` (None: inherited)."""
     os.makedirs(os.path.dirname(os.path.abspath(logfile)), exist_ok=True)
+    env = None if devices is None else {**os.environ, "CUDA_VISIBLE_DEVICES": devices}
+    shown = "" if devices is None else f", CUDA_VISIBLE_DEVICES={devices}"
     t0 = time.time()
     with open(logfile, "w", encoding="utf-8") as log:
-        log.write(f"# {cmd}\n# Started at {_now()} on {os.uname().nodename} (gpu={gpu})\n#\n")
+        log.write(f"# {cmd}\n# Started at {_now()} on {os.uname().nodename} (gpu={gpu}{shown})\n#\n")
         log.flush()
         proc = subprocess.Popen(["bash", "-c", cmd], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, env=env)
         _, status, usage = os.wait4(proc.pid, 0)  # rusage of this job alone (peak memory)
         proc.returncode = rc = os.waitstatus_to_exitcode(status)
         elapsed = int(round(time.time() - t0))
@@ -198,12 +265,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if opts["backend"] == "local":
         cmds = [substitute(cmd, job[0], i) if job else cmd for i in ids]
         k = int(opts["max_jobs_run"] or 0) or len(cmds)
-        if opts["dry_run"] == "true":
+        gpu = int(opts["gpu"] or 0)
+        pool = gpu_pool(gpu, opts["dry_run"] == "true")
+        if opts["dry_run"] == "true":  # the devices the jobs get when they all start at once
             for c, lg in zip(cmds, logs):
-                print(f"{c}  > {lg}")
+                devices = f"  (CUDA_VISIBLE_DEVICES={pool.names(pool.take(gpu))})" if pool else ""
+                print(f"{c}  > {lg}{devices}")
             return 0
+
+        def run(job: Tuple[str, str]) -> int:
+            if pool is None:
+                return run_local(*job, opts["gpu"])
+            with pool.hold(gpu) as devices:
+                return run_local(*job, opts["gpu"], devices)
+
         with ThreadPoolExecutor(max_workers=min(k, len(cmds))) as ex:
-            rcs = list(ex.map(lambda a: run_local(a[0], a[1], opts["gpu"]), zip(cmds, logs)))
+            rcs = list(ex.map(run, zip(cmds, logs)))
         failed = [lg for lg, rc in zip(logs, rcs) if rc != 0]
     else:
         path, text = slurm_script(opts, job, logfile, cmd)

@@ -2,7 +2,8 @@
 #     cmd_backend=slurm ./run.sh
 # Each *_cmd is a launcher with Kaldi run.pl semantics:
 #     ${train_cmd} [--gpu N] [--mem X] [JOB=1:N] LOGFILE COMMAND...
-# local: jobs run on this machine (--max_jobs_run K limits how many at once).
+# local: jobs run on this machine (--max_jobs_run K limits how many at once); a job of --gpu N gets
+#        N GPUs of its own in CUDA_VISIBLE_DEVICES (round-robin over those visible here).
 # slurm: one sbatch array script per call (written to <logdir>/q/), submitted with --wait;
 #        harmonifuse.sh --num_nodes M trains on M nodes through it (ESPnet's launcher, srun).
 #        Site options (partition, account, time, ...) go one per line in conf/slurm.conf, e.g.

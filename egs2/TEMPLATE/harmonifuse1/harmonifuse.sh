@@ -26,7 +26,9 @@ nj=4                     # Parallel processes for formatting audio (stage 2).
 inference_nj=4           # Parallel decoding jobs per test set (stage 7).
 ngpu=1                   # GPUs for training, per node (0: CPU; > 1: DDP, one process per GPU).
 num_nodes=1              # Nodes for training (> 1: cmd_backend=slurm; ESPnet's launcher runs ngpu processes on each).
-inference_ngpu=0         # GPUs per decoding job.
+train_launcher=espnet    # How stage 6 starts DDP: espnet (ESPnet spawns one process per GPU; --num_nodes via its launcher) or torchrun (on this node; --ngpu N > 0: N processes, one GPU each; --ngpu 0: --nproc_per_node CPU processes over gloo).
+nproc_per_node=2         # Training processes with --train_launcher torchrun --ngpu 0 (set OMP_NUM_THREADS to the cores each one may use).
+inference_ngpu=0         # GPUs per decoding job (cmd_backend=local gives each job its own, round-robin).
 python=python3           # Python interpreter.
 dumpdir=dump             # Formatted data: ${dumpdir}/raw/<set>.
 expdir=exp               # Stats, models, decodes, logs and stage_times.tsv.
@@ -138,6 +140,9 @@ if need 4 6 && [ -z "${train_config}" ]; then log "Error: --train_config is requ
 if need 6 6 && [ "${num_nodes}" -gt 1 ] && [ "$(basename "${cuda_cmd%% *}")" != slurm.pl ]; then
     log "Error: --num_nodes ${num_nodes} needs the Slurm backend: run with cmd_backend=slurm (cmd.sh)"; exit 2
 fi
+case ${train_launcher} in espnet) ;; torchrun) if need 6 6 && [ "${num_nodes}" -gt 1 ]; then
+    log "Error: --train_launcher torchrun runs on this node only: --num_nodes ${num_nodes} needs --train_launcher espnet"; exit 2; fi ;;
+    *) log "Error: --train_launcher must be espnet or torchrun, not '${train_launcher}'"; exit 2 ;; esac
 if need 7 11 && [ -z "${model_tag}" ]; then log "Error: set --model_tag or --train_config"; exit 2; fi
 mkdir -p "${expdir}/logs"
 log "${_cmdline}  (tasks: ${tasks[*]:-none}; stages ${stage}-${stop_stage})"
@@ -256,11 +261,15 @@ train_model() {  # train_model <config> <output dir> <extra options>...
     mkdir -p "${_dir}"
     [ -f "${_dir}/train.log" ] && mv "${_dir}/train.log" "${_dir}/train.$(date +%Y%m%d%H%M%S).log"
     log "training ${_dir} (log: ${_dir}/train.log)"
-    local _train=(${python} -m espnet2.bin.harmonifuse_train --config "${_conf}" --output_dir "${_dir}")
+    local _main=(-m espnet2.bin.harmonifuse_train --config "${_conf}" --output_dir "${_dir}") _train=(${python} "${_main[@]}")
     if [ "${num_nodes}" -gt 1 ]; then  # as asr.sh: ESPnet's launcher adds --ngpu and the DDP options (srun)
         ${python} -m espnet2.bin.launch --cmd "${cuda_cmd}" --log "${_dir}/train.log" --ngpu "${ngpu}" \
             --num_nodes "${num_nodes}" --init_file_prefix "${_dir}/.dist_init_" --multiprocessing_distributed true \
             -- "${_train[@]}" "${bpe_opts[@]}" --resume true "$@"
+    elif [ "${train_launcher}" = torchrun ]; then  # ESPnet reads RANK, WORLD_SIZE, ... (env://) that torchrun sets
+        local _n=${ngpu} _per=(--ngpu 1); [ "${ngpu}" -eq 0 ] && _n=${nproc_per_node} _per=(--ngpu 0 --dist_backend gloo)
+        ${cuda_cmd} --gpu "${ngpu}" "${_dir}/train.log" ${python} -m torch.distributed.run --standalone \
+            --nproc_per_node "${_n}" "${_main[@]}" "${_per[@]}" "${bpe_opts[@]}" --resume true "$@"
     else  # several GPUs: DDP with one process per GPU (ESPnet would use DataParallel without the option)
         local _dist=(); [ "${ngpu}" -gt 1 ] && _dist=(--multiprocessing_distributed true)
         ${cuda_cmd} --gpu "${ngpu}" "${_dir}/train.log" "${_train[@]}" --ngpu "${ngpu}" "${_dist[@]}" \
