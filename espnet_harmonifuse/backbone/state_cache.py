@@ -7,15 +7,13 @@ and 95 ms with it, measured by ``benchmarks/bench_state_cache.py``). The cache k
 samples, so it needs no utterance ids and stays correct when the data pipeline changes the
 audio (speed perturbation, noise: a changed waveform is a new key, a miss).
 
-Each utterance the cache does not hold is computed alone (a batch of one, no padding), so its
-states are a function of its audio only: bit for bit the same whichever batch, epoch or run it
-comes in, and whether or not it was stored. A run resumed after a kill starts with an empty cache
-and meets the utterances in other batches and another order than the run that was killed; it still
-gets the same states, hence the same weights. (Computed within their batches, the states would
-differ in the last bits with the batch's padding and with which of its utterances were already
-stored.) The price is paid once per utterance: on the CPU recipe a step of 16 new utterances takes
-about 1.5 times as long as computing them in one batch. Memory is bounded by ``max_gb``: once
-full, new utterances are computed, alone, every time.
+A batch that holds an utterance the cache lacks runs through the backbone whole, as without the
+cache, and its missing utterances are stored from that forward. ESPnet's batches are fixed lists
+(an epoch reorders the batches, not their members), so an utterance's states always come from the
+same batch computation: bit for bit the same in every epoch and in a run resumed after a kill,
+which starts with an empty cache (or, with a full cache, stores other utterances). A step of new
+utterances costs what it costs without the cache, and a full cache (``max_gb``) costs nothing
+extra: its misses run in their batch every time.
 """
 
 import hashlib
@@ -70,17 +68,13 @@ class BackboneStateCache:
         missing = [i for i, f in enumerate(found) if f is None]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
-        for i in missing:  # alone: states that do not depend on the batch (see the module docstring)
-            found[i] = self.compute(backbone, speech[i : i + 1, : int(speech_lengths[i])], speech_lengths[i : i + 1])
-            self._store(keys[i], found[i])
+        if missing:  # the whole batch, as without the cache (see the module docstring)
+            with torch.no_grad():
+                states, lengths = backbone(speech, speech_lengths)
+            for i in missing:
+                found[i] = torch.stack([s[i, : int(lengths[i])].detach() for s in states])
+                self._store(keys[i], found[i])
         return self._batch(found)
-
-    @staticmethod
-    def compute(backbone: AbsBackbone, speech: torch.Tensor, speech_lengths: torch.Tensor) -> torch.Tensor:
-        """The states ``(num_layers, T, D)`` of one utterance ``(1, samples)``, computed alone."""
-        with torch.no_grad():
-            states, lengths = backbone(speech, speech_lengths)
-        return torch.stack([s[0, : int(lengths[0])].detach() for s in states])
 
     def _store(self, key: bytes, value: torch.Tensor) -> None:
         size = value.numel() * value.element_size()
