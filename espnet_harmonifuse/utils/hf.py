@@ -42,7 +42,7 @@ def _from_pretrained(fn: Callable, name: str, what: str, **kwargs):
         raise RuntimeError(
             f"{what}: could not load '{name}' ({where}): {e}\n"
             f"Fix: give a directory written by save_pretrained, or a hub name reachable from "
-            f"this machine (pre-download it with `huggingface-cli download {name}` where "
+            f"this machine (pre-download it with `hf download {name}` where "
             f"there is no internet, then set HF_HUB_OFFLINE=1)."
         ) from e
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# HarmoniFuse recipe stages, shared by egs2/*/harmonifuse1/run.sh (DESIGN.md section 5).
+# HarmoniFuse recipe stages, shared by egs2/*/harmonifuse1/run.sh (docs/architecture.md, README.md).
 # Run from a recipe dir holding local/data.sh, conf/, path.sh, cmd.sh and scripts/:
 #     ./harmonifuse.sh --stage 1 --stop_stage 10 --train_config conf/train.yaml \
 #         --asr_train_set asr_train --asr_valid_set asr_dev --asr_test_sets "asr_test" \
@@ -13,12 +13,12 @@ log() {
 }
 _cmdline="$0 $*"
 
-# General (stages: 1 data, 2 format, 3 filter, 4 tokenizer, 5 stats, 6 train, 7 decode, 8 score,
+# General (stages: 1 data, 2 format, 3 filter, 4 tokenizer, 5 shapes, 6 train, 7 decode, 8 score,
 # 9 plots, 10 pack, 11 upload)
 stage=1                  # First stage to run.
 stop_stage=11            # Last stage to run.
 skip_data_prep=false     # Skip the data preparation stages (1 data, 2 format, 3 filter, 4 tokenizer).
-skip_train=false         # Skip the training stages (5 stats, 6 train).
+skip_train=false         # Skip the training stages (5 shapes, 6 train).
 skip_eval=false          # Skip the evaluation stages (7 decode, 8 score, 9 plots).
 skip_packing=false       # Skip the packing stage (10).
 skip_upload=true         # Skip the upload stage (11; --skip_upload false --hf_repo org/name uploads).
