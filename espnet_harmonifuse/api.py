@@ -70,6 +70,8 @@ class HarmoniFuse:
 
         self.device = resolve_device(device)
         self.dtype = None if dtype is None else resolve_dtype(dtype)
+        if self.dtype is not None and hasattr(model.decoder, "keep_dtype"):
+            model.decoder.keep_dtype = False  # asked for by name: the LLM too, unlike training's blanket cast
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.model.state_cache = None  # each utterance is decoded once: the training-time cache would only fill memory
         self.args = train_args

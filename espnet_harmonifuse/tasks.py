@@ -128,6 +128,9 @@ class HarmoniFuseTask(AbsTask):
         # with ESPnet's unrestricted torch.load: check each --init_param first (weights-only, shapes).
         if not (args.dry_run or args.collect_stats):
             check_init_params(model, args.init_param, args.ignore_init_mismatch)
+        # after --freeze_param (ESPnet applies it between build_model and here): DDP's
+        # find_unused_parameters only where a weight that still trains can get no gradient
+        set_unused_parameters(args, model)
         return super().build_optimizers(args, model)
 
     @classmethod
@@ -338,7 +341,6 @@ class HarmoniFuseTask(AbsTask):
             **args.model_conf,
         )
         model.set_prompt_frames(frames)
-        set_unused_parameters(args, model)  # DDP's find_unused_parameters where the model needs it
         return model
 
     @classmethod

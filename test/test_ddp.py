@@ -230,9 +230,11 @@ def unused_in_one_batch_per_task(args) -> set:
     from espnet_harmonifuse.collate import PadCollate
     from espnet_harmonifuse.task_spec import parse_tasks
     from espnet_harmonifuse.tasks import HarmoniFuseTask
+    from espnet_harmonifuse.utils.distributed import set_unused_parameters
 
     torch.manual_seed(0)
     model = HarmoniFuseTask.build_model(args)
+    set_unused_parameters(args, model)  # as HarmoniFuseTask.build_optimizers does in training
     model.train()
     unused = set()
     for index, spec in enumerate(parse_tasks(args.tasks)):
@@ -319,3 +321,19 @@ def _train_and_dump(dump_dir: str, argv):
 
 if __name__ == "__main__":
     _train_and_dump(sys.argv[1], sys.argv[2:])
+
+
+def test_a_weight_frozen_by_freeze_param_does_not_turn_on_find_unused_parameters(make_args):
+    """--freeze_param applies between build_model and build_optimizers: the task decides after it."""
+    from espnet_harmonifuse.tasks import HarmoniFuseTask
+
+    args = make_args(model_conf={"ctc_weight": 0.3}, optim="adam", optim_conf={"lr": 0.001}, scheduler=None)
+    args.unused_parameters, args.dry_run, args.collect_stats, args.init_param = False, False, False, []
+    model = HarmoniFuseTask.build_model(args)
+    assert not args.unused_parameters  # decided later, not while building
+    model.ctc_head.requires_grad_(False)  # what --freeze_param ctc_head does
+    HarmoniFuseTask.build_optimizers(args, model)
+    assert not args.unused_parameters
+    model.ctc_head.requires_grad_(True)
+    HarmoniFuseTask.build_optimizers(args, model)
+    assert args.unused_parameters

@@ -303,3 +303,13 @@ def test_an_llm_configured_in_bf16_stays_bf16_when_the_model_is_cast(hf_dirs, tm
     loss.backward()
     assert torch.isfinite(loss) and loss.dtype == torch.float32
     assert all(p.grad is not None for k, p in model.named_parameters() if "lora_B" in k)
+
+
+def test_a_dtype_asked_for_at_decoding_casts_the_llm_too(hf_dirs, tmp_path):
+    """Training's blanket cast leaves a bf16 LLM alone; HarmoniFuse(..., dtype=...) is a request by name."""
+    from espnet_harmonifuse.api import HarmoniFuse
+
+    args = hf_args(tmp_path, hf_dirs)
+    args.decoder_conf = dict(args.decoder_conf, dtype="bfloat16")
+    hf = HarmoniFuse(HarmoniFuseTask.build_model(args), args, dtype="float32")
+    assert {p.dtype for p in hf.model.decoder.parameters()} == {torch.float32}

@@ -70,7 +70,8 @@ class HFCausalLMDecoder(AbsDecoder):
     def _apply(self, fn, recurse=True):
         """``Module.to`` / ``.float()`` move the LM between devices but keep each of its tensors'
         dtype when ``dtype`` is not float32: ESPnet casts the whole model to ``--train_dtype``
-        (float32) after building it, which would undo a bf16 LLM (and double its memory)."""
+        (float32) after building it, which would undo a bf16 LLM (and double its memory). Set
+        ``keep_dtype = False`` to cast the LLM too (``HarmoniFuse(..., dtype=...)`` does)."""
         if not self.keep_dtype:
             return super()._apply(fn, recurse)
 
