@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import soundfile as sf
 
-from espnet_harmonifuse.data.format_data import read_audio, resample, safe_name
+from espnet_harmonifuse.data.format_data import read_audio, read_src, resample, safe_name
 from espnet_harmonifuse.data.kaldi_dir import KaldiDirError, read_kv, utt2spk_to_spk2utt, write_kv, write_spk2utt
 from espnet_harmonifuse.utils.cli import run_cli
 
@@ -79,17 +79,10 @@ def use_sox(wav: Dict[str, str], backend: str) -> bool:
 
 def perturb_data_dir(src: str, dst: str, factors: Sequence[str], backend: str = "auto", nj: int = 1) -> Dict:
     """Write the speed-perturbed union of ``src`` into ``dst``; returns a summary."""
-    for name in ("wav.scp", "text"):
-        if not os.path.isfile(os.path.join(src, name)):
-            raise KaldiDirError(f"{src}/{name} is missing; local/data.sh must write it")
-    if os.path.exists(os.path.join(src, "segments")):
-        raise KaldiDirError(f"{src}/segments is not supported; cut the audio into files in local/data.sh")
-    wav = read_kv(os.path.join(src, "wav.scp"))
-    u2s_path = os.path.join(src, "utt2spk")
-    utt2spk = read_kv(u2s_path) if os.path.isfile(u2s_path) else {u: u for u in wav}
+    wav, text, utt2spk = read_src(src, None)  # the checks of the format stage: missing files, duplicate ids
     extras = {n: read_kv(os.path.join(src, n)) for n in sorted(os.listdir(src))
               if n.startswith(("utt2", "spk2")) and n not in SKIPPED}
-    extras["text"] = read_kv(os.path.join(src, "text"))
+    extras["text"] = text
     sox = use_sox(wav, backend)
     if os.path.isdir(dst):
         shutil.rmtree(dst)
