@@ -18,6 +18,8 @@ import yaml
 from conftest import (ASR_TEXTS, EMOTIONS, RECIPE, ROOT, TINY_TASKS, task_data_args, toy_wave, write_config,
                       write_task_dir)
 
+from espnet_harmonifuse.utils.checkpoint import safe_torch_load
+
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 N_UTTS, BATCH = 12, 4  # per task: 3 batches of 4 (2 utterances per rank) in every epoch
 # The ranks' losses are averaged weighted by their utterance counts (ESPnet), the one-process loss
@@ -131,7 +133,7 @@ def test_ctc_only_pretraining_trains_under_ddp_with_batches_smaller_than_the_wor
     log = finish(proc, "CTC-only DDP training")
     assert "never runs the trainable projector" in log
     assert yaml.safe_load((out / "config.yaml").read_text())["unused_parameters"] is True
-    stats = torch.load(out / "checkpoint.pth", weights_only=False)["reporter"]["stats"][1]
+    stats = safe_torch_load(out / "checkpoint.pth")["reporter"]["stats"][1]
     assert stats["train"]["loss_ctc"] > 0 and math.isfinite(stats["valid"]["loss_ctc"])
     for r in range(2):
         train = read_batches(out / "b" / f"train.rank{r}.jsonl")[1]

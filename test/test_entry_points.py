@@ -22,6 +22,7 @@ from espnet_harmonifuse.api import HarmoniFuse
 from espnet_harmonifuse.bin import harmonifuse_inference, harmonifuse_train
 from espnet_harmonifuse.collate import PadCollate
 from espnet_harmonifuse.tasks import HarmoniFuseTask
+from espnet_harmonifuse.utils.checkpoint import safe_torch_load
 
 BIN_DIR = Path(espnet_harmonifuse.__file__).resolve().parent / "bin"
 PER_TASK_STATS = ("loss_asr", "acc_asr", "loss_ser", "acc_ser")
@@ -212,7 +213,7 @@ def test_training_writes_a_config_that_rebuilds_the_model(trained):
             other = "ser" if task == "asr" else "asr"
             assert math.isnan(float(s1[f"loss_{other}"])) and torch.allclose(s1[f"acc_{task}"], s2[f"acc_{task}"])
     # the best checkpoint is the epoch with the lowest valid loss
-    stats = torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=False)["reporter"]["stats"]
+    stats = safe_torch_load(out / "checkpoint.pth")["reporter"]["stats"]
     best_epoch = min((1, 2), key=lambda e: stats[e]["valid"]["loss"])
     assert all(torch.equal(saved[k], v) for k, v in torch.load(out / f"{best_epoch}epoch.pth").items())
     # and the loaded weights matter: a freshly initialised model gives another loss on the same batch
@@ -227,7 +228,7 @@ def test_training_writes_a_config_that_rebuilds_the_model(trained):
 
 def test_training_reports_per_task_stats(trained):
     out, _ = trained
-    ckpt = torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=False)
+    ckpt = safe_torch_load(out / "checkpoint.pth")
     reporter = ckpt["reporter"]
     assert reporter["epoch"] == 2
     for epoch in (1, 2):
@@ -298,7 +299,7 @@ def test_a_third_task_by_config_alone(bpemodel, tmp_path):
     config = write_config(tmp_path / "train.yaml", bpemodel, tasks=TINY_TASKS + [GENDER])
     out = tmp_path / "exp"
     harmonifuse_train.main(train_cmd(config, out, dirs, epochs=1))
-    reporter = torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=False)["reporter"]
+    reporter = safe_torch_load(out / "checkpoint.pth")["reporter"]
     for mode in ("train", "valid"):
         stats = reporter["stats"][1][mode]
         for key in PER_TASK_STATS + ("loss_gender", "acc_gender"):
