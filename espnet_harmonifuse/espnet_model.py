@@ -55,6 +55,11 @@ class HarmoniFuseModel(AbsESPnetModel):
         lsm_weight: label smoothing of the LM's token loss, as ESPnet's ``lsm_weight`` (0: plain
             cross-entropy, the default; the paper states none). The reported ``loss`` stats are
             the smoothed loss in training and validation alike, as in ESPnet.
+        share_prompt_prefix: run each distinct prompt of a batch through the LM once and give its KV
+            cache to the samples that use it, instead of once per sample (the same function; the
+            prompts are most of the LM's positions when they are long). Dropout inside a prompt is
+            then shared by the samples with that prompt. Needs a decoder whose cache has
+            ``reorder_cache`` (the Hugging Face ones).
     """
 
     def __init__(
@@ -75,6 +80,7 @@ class HarmoniFuseModel(AbsESPnetModel):
         cache_backbone_states: bool = False,
         backbone_cache_gb: float = 4.0,
         lsm_weight: float = 0.0,
+        share_prompt_prefix: bool = False,
     ):
         super().__init__()
         if not 0.0 <= lsm_weight < 1.0:
@@ -108,6 +114,7 @@ class HarmoniFuseModel(AbsESPnetModel):
         self.ctc_weight = ctc_weight
         self.center_prompts = center_prompts
         self.lsm_weight = lsm_weight
+        self.share_prompt_prefix = share_prompt_prefix
         self.ctc_task_ids = [i for i, t in enumerate(tasks) if t.name in ctc_tasks and not t.is_label]
         if ctc_weight > 0:  # the blank is an extra class after the LLM vocabulary
             self.ctc_head = torch.nn.Linear(backbone.output_size(), decoder.vocab_size + 1)
@@ -139,7 +146,10 @@ class HarmoniFuseModel(AbsESPnetModel):
     def embed_prompts(self, prompts: List[List[int]]) -> Tuple[List[torch.Tensor], torch.Tensor]:
         """LLM input embeddings of each prompt and the pooled prompt vectors (their means),
         centred over the tasks when ``center_prompts`` is set."""
-        embs = [self._embed_ids(p) for p in prompts]
+        distinct = {tuple(p): None for p in prompts}  # each distinct prompt looked up once
+        for ids in distinct:
+            distinct[ids] = self._embed_ids(list(ids))
+        embs = [distinct[tuple(p)] for p in prompts]
         pooled = torch.stack([e.mean(0) for e in embs]).float()
         if self.center_prompts:
             pooled = pooled - self.prompt_center()
@@ -172,13 +182,17 @@ class HarmoniFuseModel(AbsESPnetModel):
         # and the gate left in the padding (the state cache pads with zeros: training saw zeros).
         selected = selected * lengths_to_mask(lengths, selected.size(1)).unsqueeze(-1).to(selected.dtype)
         embeds, emb_lengths = self.projector(selected, lengths)
+        frames = {}  # each distinct prompt's (before, after) embeddings, looked up once
+        for t, j in chosen:
+            if (t, j) not in frames:
+                before, after = self.prompt_frames[t][j]
+                frames[t, j] = (self._embed_ids(before), self._embed_ids(after) if after else None)
         parts = []
         for i, (t, j) in enumerate(chosen):
-            before, after = self.prompt_frames[t][j]
-            sample = [self._embed_ids(before)]
-            sample.append(embeds[i, : int(emb_lengths[i])].to(sample[0].dtype))
-            if after:
-                sample.append(self._embed_ids(after))
+            before, after = frames[t, j]
+            sample = [before, embeds[i, : int(emb_lengths[i])].to(before.dtype)]
+            if after is not None:
+                sample.append(after)
             parts.append(sample)
         return parts, extra
 
@@ -199,7 +213,7 @@ class HarmoniFuseModel(AbsESPnetModel):
             states, lengths = self.backbone(speech, speech_lengths)
         fused, layer_weights = self.fusion(states, lengths, prompt_vec)
         selected, gate_stats = self.gate(fused, lengths, prompt_vec)
-        return chosen, dict(layer_weights=layer_weights, selected=selected, selected_lengths=lengths, **gate_stats)
+        return chosen, dict(layer_weights=layer_weights, selected=selected, selected_lengths=lengths, prompts=chosen, **gate_stats)
 
     # ------------------------------------------------------------------ training
     def forward(
@@ -217,21 +231,45 @@ class HarmoniFuseModel(AbsESPnetModel):
         parts, extra = self.prefix_parts(speech, speech_lengths, task_id)
         prefixes = [list(p) for p in parts]
         targets = [text[i, : int(text_lengths[i])] for i in range(text.size(0))]
+        shared = self.share_prompt_prefix and all(p[0].size(0) > 0 for p in parts)
+        first = 1 if shared else 0  # with a shared prompt prefix, the LM runs the prompts apart
         eos = torch.tensor([self.eos_id], device=text.device, dtype=text.dtype)
         labels_per_sample = []
+        target_embeds = self.decoder.embed(text.clamp(min=0))  # one lookup; padding rows unused
         for i, y in enumerate(targets):
-            parts[i].append(self.decoder.embed(y))
-            prefix_len = sum(p.size(0) for p in parts[i][:-1])
+            parts[i].append(target_embeds[i, : y.size(0)])
+            prefix_len = sum(p.size(0) for p in parts[i][first:-1])
             ignore = torch.full((prefix_len - 1,), IGNORE_ID, device=text.device, dtype=text.dtype)
             labels_per_sample.append(torch.cat([ignore, y, eos]))
-        inputs, mask, positions = pack(parts, left_pad=False)
         labels = torch.nn.utils.rnn.pad_sequence(labels_per_sample, batch_first=True, padding_value=IGNORE_ID)
-        logits, _ = self.decoder(inputs, mask, positions)
+        if shared:
+            logits = self._logits_after_shared_prompts(parts, extra["prompts"])
+        else:
+            inputs, mask, positions = pack(parts, left_pad=False)
+            logits, _ = self.decoder(inputs, mask, positions)
         hits = None if self.training else self.label_hits(prefixes, task_id, targets)
         loss, stats, weight = self._loss_and_stats(logits, labels, task_id, hits)
         if self.ctc_weight > 0:
             loss, stats = self._add_ctc(loss, stats, extra, text, text_lengths, task_id)
         return loss, stats, weight
+
+    def _logits_after_shared_prompts(self, parts: List[List[torch.Tensor]], prompts: List[Tuple[int, int]]) -> torch.Tensor:
+        """The LM's logits over each sample's parts after the prompt (``parts[i][1:]``), with each
+        distinct prompt in the batch run through the LM once and its KV cache given to every sample
+        that uses it. The same function of the weights as running ``[prompt ; rest]`` per sample: the
+        prompt comes first and attends to itself only (only dropout inside the prompt is then shared
+        by the samples with that prompt)."""
+        distinct = sorted(set(prompts))
+        index = torch.tensor([distinct.index(p) for p in prompts], device=parts[0][0].device)
+        heads = [[self._embed_ids(self.prompt_frames[t][j][0])] for t, j in distinct]
+        head_embeds, head_mask, head_positions = pack(heads, left_pad=True)
+        _, cache = self.decoder(head_embeds, head_mask, head_positions, use_cache=True)
+        cache.reorder_cache(index)  # one row per sample
+        inputs, mask, positions = pack([p[1:] for p in parts], left_pad=False)
+        offset = torch.tensor([p[0].size(0) for p in parts], device=positions.device)
+        mask = torch.cat([head_mask[index], mask], dim=1)
+        logits, _ = self.decoder(inputs, mask, positions + offset.unsqueeze(1), past_key_values=cache, use_cache=True)
+        return logits
 
     def _ctc_only(self, speech, speech_lengths, text, text_lengths, task_id):
         """``ctc_weight: 1.0``: CTC on the gated states; the projector and the LM never run."""

@@ -182,6 +182,10 @@ def test_config_digest_follows_what_a_config_says_not_how(tmp_path):
     b.write_text("max_epoch: 25\noptim_conf:\n  lr: 0.001\n")
     assert plan.content_digest(a) != plan.content_digest(b)  # a value: stale
     assert plan.content_digest(a, "--max_epoch 1") != plan.content_digest(a)  # extra training args count
+    b.write_text("max_epoch: 25\nplot_interval: 5\noptim_conf:\n  lr: 0.002\n  fused: true\n"
+                 "model_conf:\n  share_prompt_prefix: true\n")
+    a.write_text("max_epoch: 25\noptim_conf:\n  lr: 0.002\nmodel_conf: {}\n")
+    assert plan.content_digest(a) == plan.content_digest(b)  # speed-only options: not stale
 
 
 def test_config_digest_is_of_the_merged_config(tmp_path):

@@ -274,3 +274,35 @@ def test_speech_probe_shows_the_overfit_model_uses_the_audio(overfit_model, tmp_
     # the 4 memorised sentences (mostly right after the first word, so a smaller gap)
     assert result["shuffled"]["loss"] > result["real"]["loss"] + 1.0
     assert result["zero"]["loss"] > result["real"]["loss"] + 0.5
+
+
+@pytest.mark.parametrize("after", [False, True])
+def test_shared_prompt_prefix_computes_the_same_loss_and_gradients(make_args, after):
+    """Each distinct prompt through the LM once, its KV cache given to every sample using it: the
+    loss, the stats and every gradient equal running ``[prompt ; speech ; target]`` per sample, with
+    paraphrases of different lengths in one batch and with text after the speech (chat templates)."""
+    args = make_args()
+    model = HarmoniFuseTask.build_model(args)
+    if after:  # text after the speech too: the part that stays per sample
+        model.set_prompt_frames([[(p, [5, 6, 7][: 1 + k]) for k, p in enumerate(opts)] for opts in model.prompt_ids])
+    items = [(toy_wave(i, 0.3 + 0.1 * i), t) for i, t in enumerate(ASR_TEXTS[:4])]
+    batch = batch_for(args, items, 0)
+    assert len({len(p) for p in model.prompt_ids[0]}) > 1, "paraphrases of different lengths"
+    results = []
+    for share in (False, True):
+        model.share_prompt_prefix = share
+        model.zero_grad()
+        model.train()
+        torch.manual_seed(3)  # the same paraphrase per sample in both runs
+        chosen = model.choose_prompts(batch["task_id"].view(-1))
+        torch.manual_seed(3)
+        loss, stats, _ = model(**batch)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((chosen, float(loss.detach()), {k: float(v) for k, v in stats.items()}, grads))
+    (c0, l0, s0, g0), (c1, l1, s1, g1) = results
+    assert c0 == c1 and len(set(c0)) > 1, "several paraphrases share the batch"
+    assert l1 == pytest.approx(l0, rel=1e-5) and s1 == pytest.approx(s0, rel=1e-5, nan_ok=True)
+    assert g0.keys() == g1.keys() and any(n.startswith("decoder.") for n in g0)
+    for name in g0:
+        assert torch.allclose(g0[name], g1[name], rtol=1e-4, atol=1e-6), name

@@ -210,6 +210,13 @@ def current_digests(ctx: Context) -> Dict[str, str]:
     return {name: config_digest(name, ctx) for name in SYSTEMS}
 
 
+# options that change how fast a model trains, not the model: setting them does not make a finished
+# run stale. Fused Adam makes the same update up to float rounding; a shared prompt prefix computes
+# the same function (only the attention-dropout noise inside a prompt is shared by its samples).
+SPEED_ONLY = ("plot_interval", "use_matplotlib", "use_tensorboard", "log_interval")
+SPEED_ONLY_CONF = {"optim_conf": ("fused",), "model_conf": ("share_prompt_prefix",)}
+
+
 def content_digest(config: Path, extra: str = "") -> str:
     """What a config says, not how: its effective content (an override file merged onto its bases),
     so that a comment, a header, a move to another file or into an override does not make a
@@ -217,4 +224,9 @@ def content_digest(config: Path, extra: str = "") -> str:
     from espnet_harmonifuse.utils.config import load_config
 
     data = load_config(config) if Path(config).is_file() else "<missing>"
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k not in SPEED_ONLY}
+        for conf, keys in SPEED_ONLY_CONF.items():
+            if isinstance(data.get(conf), dict):
+                data[conf] = {k: v for k, v in data[conf].items() if k not in keys}
     return hashlib.sha1((extra + json.dumps(data, sort_keys=True, default=str)).encode()).hexdigest()[:16]

@@ -1,5 +1,9 @@
 #!/usr/bin/env python3
-"""Write ESPnet shape files (speech samples, target tokens) for one task's data dir."""
+"""Write ESPnet shape files (speech samples, target tokens) for task data dirs.
+
+``--data_dir``, ``--task`` and ``--out_dir`` may be repeated (paired by position): one process does
+every set, so the recipe pays the start-up (imports, tokenizer) once.
+"""
 
 import argparse
 import logging
@@ -17,9 +21,9 @@ from espnet_harmonifuse.task_spec import parse_tasks
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--config", required=True, help="training config")
-    p.add_argument("--data_dir", required=True, help="Kaldi-style dir with wav.scp and text")
-    p.add_argument("--task", required=True, help="task name as declared in the config's tasks")
-    p.add_argument("--out_dir", required=True, help="writes speech_shape and text_shape here")
+    p.add_argument("--data_dir", required=True, action="append", help="Kaldi-style dir with wav.scp and text")
+    p.add_argument("--task", required=True, action="append", help="task name as declared in the config's tasks")
+    p.add_argument("--out_dir", required=True, action="append", help="writes speech_shape and text_shape here")
     p.add_argument("--bpemodel", default=None, help="override the config's bpemodel")
     return p
 
@@ -30,14 +34,21 @@ def main(cmd=None):
     args = get_parser().parse_args(cmd)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s: %(message)s")
     train_args = load_train_args(args.config, ["--bpemodel", args.bpemodel] if args.bpemodel else [])
+    if not len(args.data_dir) == len(args.task) == len(args.out_dir):
+        raise ValueError("give --data_dir, --task and --out_dir the same number of times (they pair by position)")
     tasks = parse_tasks(train_args.tasks)
+    tokenizer = HarmoniFuseTask.build_tokenizer(train_args)
+    for data_dir, task, out_dir in zip(args.data_dir, args.task, args.out_dir):
+        write_shapes(args.config, tasks, tokenizer, Path(data_dir), task, Path(out_dir))
+
+
+def write_shapes(config: str, tasks, tokenizer, data: Path, task: str, out: Path) -> None:
     names = [t.name for t in tasks]
-    if args.task not in names:
-        raise ValueError(f"--task {args.task} is not declared in {args.config} (tasks: {names})")
-    index = names.index(args.task)
-    data = Path(args.data_dir)
+    if task not in names:
+        raise ValueError(f"--task {task} is not declared in {config} (tasks: {names})")
+    index = names.index(task)
     text_file = data / "text"
-    pre = TaskPreprocessor(index, tasks[index], HarmoniFuseTask.build_tokenizer(train_args), str(text_file))
+    pre = TaskPreprocessor(index, tasks[index], tokenizer, str(text_file))
     texts = dict(read_pairs(str(text_file)))
     wavs = dict(read_pairs(str(data / "wav.scp")))
     if set(texts) != set(wavs):
@@ -46,7 +57,6 @@ def main(cmd=None):
             f"{data}: wav.scp and text have different utterance ids (e.g. {only}); "
             "run the format stage (espnet_harmonifuse.data.format_data) which reconciles them"
         )
-    out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "speech_shape", "w") as fs, open(out / "text_shape", "w") as ft:
         for uid in tqdm(sorted(wavs), desc=f"shapes {data.name}", mininterval=2):

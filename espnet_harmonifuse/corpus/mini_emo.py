@@ -25,6 +25,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing as mp
 import os
 import time
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-from scipy.signal import lfilter, resample_poly
+from scipy.signal import firwin, lfilter, resample_poly
 
 from espnet_harmonifuse.corpus import espeak
 from espnet_harmonifuse.corpus.mini_emo_text import (
@@ -180,6 +181,13 @@ def _prosody(spec: UttSpec, rng: np.random.Generator) -> Dict[str, int]:
     return {k: int(round(np.clip(v, *limits[k]))) for k, v in out.items()}
 
 
+@functools.lru_cache(maxsize=4)
+def _resampling_filter(up: int, down: int) -> np.ndarray:
+    """The low-pass filter ``resample_poly`` designs by default (Kaiser, beta 5), made once."""
+    rate = max(up, down)
+    return firwin(2 * 10 * rate + 1, 1.0 / rate, window=("kaiser", 5.0))
+
+
 def render_waveform(spec: UttSpec) -> np.ndarray:
     """Synthesise, pad, resample, add noise and gain; returns int16 16 kHz."""
     rng = np.random.default_rng(list(spec.seed))
@@ -191,7 +199,7 @@ def render_waveform(spec: UttSpec) -> np.ndarray:
     pad = [np.zeros(int(rng.uniform(*PAD_S) * sr), np.float32) for _ in range(2)]
     x = np.concatenate([pad[0], x, pad[1]]).astype(np.float64)
     g = np.gcd(SAMPLE_RATE, sr)
-    x = resample_poly(x, SAMPLE_RATE // g, sr // g)
+    x = resample_poly(x, SAMPLE_RATE // g, sr // g, window=_resampling_filter(SAMPLE_RATE // g, sr // g))
     noise = lfilter([1.0], [1.0, -rng.uniform(*NOISE_COLOUR)],
                     rng.standard_normal(len(x)))
     snr_db = rng.uniform(*SNR_DB)

@@ -235,14 +235,15 @@ fi
 
 if need 5 5; then
     stage_begin 5 collect_stats
+    _sets=()
     for t in "${tasks[@]}"; do
         for dset in $(sets_of "${t}" train) $(sets_of "${t}" valid); do
-            log "collect shapes: task ${t}, set ${dset}"
-            ${train_cmd} "${expdir}/stats/logs/collect_shapes_${dset}.log" ${python} -m espnet_harmonifuse.bin.collect_shapes \
-                --config "${train_config}" "${bpe_opts[@]}" --data_dir "${dumpdir}/raw/${dset}" \
-                --task "${t}" --out_dir "${expdir}/stats/${dset}"
+            _sets+=(--task "${t}" --data_dir "${dumpdir}/raw/${dset}" --out_dir "${expdir}/stats/${dset}")
         done
     done
+    log "collect shapes: ${_sets[*]}"
+    ${train_cmd} "${expdir}/stats/logs/collect_shapes.log" ${python} -m espnet_harmonifuse.bin.collect_shapes \
+        --config "${train_config}" "${bpe_opts[@]}" "${_sets[@]}"
     stage_end
 fi
 
@@ -331,7 +332,12 @@ if need 7 7; then
             _nj=$(${python} -m espnet_harmonifuse.data.kaldi_dir split --scp "${dumpdir}/raw/${dset}/wav.scp" \
                 --nj "${inference_nj}" --out "${_logdir}/keys.JOB.scp")
             log "decoding ${dset} (task ${t}) in ${_nj} jobs (logs: ${_logdir}/decode.*.log)"
-            ${decode_cmd} --gpu "${inference_ngpu}" JOB=1:"${_nj}" "${_logdir}/decode.JOB.log" \
+            _env=()
+            if [ "${inference_ngpu}" -eq 0 ]; then  # CPU jobs at once share its cores (oversubscribed, they crawl)
+                _omp=$(( $(nproc) / _nj )); [ "${_omp}" -ge 1 ] || _omp=1
+                _env=(env OMP_NUM_THREADS="${_omp}")
+            fi
+            "${_env[@]}" ${decode_cmd} --gpu "${inference_ngpu}" JOB=1:"${_nj}" "${_logdir}/decode.JOB.log" \
                 ${python} -m espnet2.bin.harmonifuse_inference --train_config "${model_dir}/config.yaml" \
                 --model_file "${model_dir}/${inference_model}" \
                 --data_path_and_name_and_type "${dumpdir}/raw/${dset}/wav.scp,speech,sound" \

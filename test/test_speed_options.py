@@ -1,0 +1,62 @@
+"""Options that make the recipes faster without changing what they compute."""
+
+from pathlib import Path
+
+import pytest
+from conftest import toy_wave, write_config, write_task_dir
+from espnet2.train.reporter import Reporter
+
+from espnet_harmonifuse.bin import collect_shapes
+from espnet_harmonifuse.tasks import HarmoniFuseTask
+from espnet_harmonifuse.trainer import HarmoniFuseTrainer, sparse_plots
+
+
+class _Epoch:
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def get_epoch(self):
+        return self.epoch
+
+
+def _drawn(monkeypatch, interval, epochs):
+    drawn = []
+    monkeypatch.setattr(Reporter, "matplotlib_plot", lambda self, out: drawn.append((self.epoch, out)))
+    recorder = Reporter.matplotlib_plot
+    with sparse_plots(interval):
+        for e in range(1, epochs + 1):
+            Reporter.matplotlib_plot(_Epoch(e), f"images{e}")
+    assert Reporter.matplotlib_plot is recorder, "the original plot method is restored"
+    return drawn
+
+
+def test_plots_every_interval_and_after_the_last_epoch(monkeypatch):
+    assert _drawn(monkeypatch, 3, 7) == [(3, "images3"), (6, "images6"), (7, "images7")]
+    assert _drawn(monkeypatch, 3, 6) == [(3, "images3"), (6, "images6")]  # the last one is not drawn twice
+    assert _drawn(monkeypatch, 1, 3) == [(1, "images1"), (2, "images2"), (3, "images3")]
+
+
+def test_plot_interval_is_a_task_option_checked_before_training():
+    parser = HarmoniFuseTask.get_parser()
+    args = parser.parse_args(["--plot_interval", "5"])
+    assert HarmoniFuseTrainer.build_options(args).plot_interval == 5
+    assert parser.parse_args([]).plot_interval == 1  # ESPnet's behaviour unless asked
+    with pytest.raises(ValueError, match="plot_interval"):
+        HarmoniFuseTrainer.build_options(parser.parse_args(["--plot_interval", "0"]))
+
+
+def test_collect_shapes_does_several_sets_in_one_call(bpemodel, tmp_path):
+    conf = write_config(tmp_path / "conf.yaml", bpemodel)
+    a = write_task_dir(tmp_path, "asr_a", [("a1", toy_wave(1), "hello world"), ("a2", toy_wave(2, 0.9), "hi")])
+    s = write_task_dir(tmp_path, "ser_s", [("s1", toy_wave(3, 0.4), "happy")])
+    collect_shapes.main(["--config", str(conf),
+                         "--task", "asr", "--data_dir", str(Path(a["text"]).parent), "--out_dir", str(tmp_path / "oa"),
+                         "--task", "ser", "--data_dir", str(Path(s["text"]).parent), "--out_dir", str(tmp_path / "os")])
+    assert (tmp_path / "oa" / "speech_shape").read_text().split() == [
+        "a1", str(len(toy_wave(1))), "a2", str(len(toy_wave(2, 0.9)))]
+    assert (tmp_path / "os" / "speech_shape").read_text().split() == ["s1", str(len(toy_wave(3, 0.4)))]
+    asr_tokens = dict(line.split() for line in (tmp_path / "oa" / "text_shape").read_text().splitlines())
+    assert int(asr_tokens["a1"]) > int(asr_tokens["a2"])  # "hello world" is longer than "hi"
+    with pytest.raises(ValueError, match="same number of times"):
+        collect_shapes.main(["--config", str(conf), "--task", "asr", "--task", "ser",
+                             "--data_dir", str(Path(a["text"]).parent), "--out_dir", str(tmp_path / "ob")])
