@@ -66,7 +66,7 @@ class HarmoniFuse:
     def __init__(self, model: HarmoniFuseModel, train_args, device: str = "cpu", dtype=None):
         """``dtype`` (float32, bfloat16, float16; default: the model's own) casts the weights, and decoding
         runs under autocast to it (utils/device.py)."""
-        from espnet_harmonifuse.tasks import HarmoniFuseTask
+        from espnet_harmonifuse.builder import build_tokenizer_from_args
 
         self.device = resolve_device(device)
         self.dtype = None if dtype is None else resolve_dtype(dtype)
@@ -75,7 +75,7 @@ class HarmoniFuse:
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.model.state_cache = None  # each utterance is decoded once: the training-time cache would only fill memory
         self.args = train_args
-        self.tokenizer = HarmoniFuseTask.build_tokenizer(train_args)
+        self.tokenizer = build_tokenizer_from_args(train_args)
         self.task_names = [t.name for t in model.tasks]
 
     @classmethod
@@ -93,7 +93,7 @@ class HarmoniFuse:
 
         import yaml
 
-        from espnet_harmonifuse.tasks import HarmoniFuseTask
+        from espnet_harmonifuse.builder import build_model
 
         resolve_device(device)  # a wrong device or dtype stops before the model is built
         resolve_dtype(dtype)
@@ -101,7 +101,7 @@ class HarmoniFuse:
         with open(config, encoding="utf-8") as f:
             args = argparse.Namespace(**yaml.safe_load(f))
         _rebase_paths(args, config.parent)
-        model = HarmoniFuseTask.build_model(args)
+        model = build_model(args)
         try:
             load_state_dict_strict(model, mf, config)
         except CheckpointError as e:

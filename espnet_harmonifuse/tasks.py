@@ -2,7 +2,6 @@
 
 import argparse
 import dataclasses
-import functools
 import logging
 import sys
 from pathlib import Path
@@ -11,67 +10,32 @@ from typing import Callable, Optional, Tuple, Union
 import torch
 import yaml
 from espnet2.tasks.abs_task import AbsTask
-from espnet2.train.abs_espnet_model import AbsESPnetModel
-from espnet2.train.class_choices import ClassChoices
 from espnet2.utils.get_default_kwargs import get_default_kwargs
 from espnet2.utils.nested_dict_action import NestedDictAction
 from espnet2.utils.types import str_or_none
 
+from espnet_harmonifuse.builder import (
+    backbone_choices,
+    build_model,
+    build_model_from_file,
+    build_tokenizer_from_args,
+    decoder_choices,
+    fusion_choices,
+    gate_choices,
+    model_choices,
+    projector_choices,
+)
 from espnet_harmonifuse.collate import PadCollate
-from espnet_harmonifuse.backbone.abs_backbone import AbsBackbone
-from espnet_harmonifuse.backbone.conformer import ConformerBackbone
-from espnet_harmonifuse.backbone.hf_ssl import HFSSLBackbone
-from espnet_harmonifuse.decoder.abs_decoder import AbsDecoder
-from espnet_harmonifuse.decoder.hf_causal_lm import HFCausalLMDecoder
 from espnet_harmonifuse.espnet_model import IGNORE_ID, HarmoniFuseModel
-from espnet_harmonifuse.fusion.abs_fusion import AbsFusion
-from espnet_harmonifuse.fusion.last_layer import LastLayerFusion
-from espnet_harmonifuse.fusion.prompt_adaptive import PromptAdaptiveFusion
-from espnet_harmonifuse.fusion.static import StaticFusion
-from espnet_harmonifuse.gate.abs_gate import AbsGate
-from espnet_harmonifuse.gate.none import NoGate
-from espnet_harmonifuse.gate.task_gate import TaskGate
 from espnet_harmonifuse.iterators.multitask_iter_factory import SCHEDULES, MultiTaskIterFactory
 from espnet_harmonifuse.iterators.sharding import build_task_iter_factory
 from espnet_harmonifuse.preprocessor import TaskPreprocessor
-from espnet_harmonifuse.projector.abs_projector import AbsProjector
-from espnet_harmonifuse.projector.conv1d import Conv1dProjector
-from espnet_harmonifuse.projector.stack_mlp import StackMLPProjector
 from espnet_harmonifuse.task_spec import DEFAULT_TASKS, group_task_data, parse_tasks
 from espnet_harmonifuse.task_stats import TaskStatsTrainer
-from espnet_harmonifuse.tokenizer import PROMPT_FORMATS, AbsTokenizer, build_prompt_frames, build_tokenizer, target_eos
-from espnet_harmonifuse.utils.checkpoint import CheckpointError, check_init_params, load_state_dict_strict
+from espnet_harmonifuse.tokenizer import PROMPT_FORMATS, AbsTokenizer
+from espnet_harmonifuse.utils.checkpoint import CheckpointError, check_init_params
 from espnet_harmonifuse.utils.config import with_base_configs
 from espnet_harmonifuse.utils.distributed import check_not_data_parallel, set_unused_parameters
-
-backbone_choices = ClassChoices(
-    name="backbone",
-    classes=dict(hf_ssl=HFSSLBackbone, conformer=ConformerBackbone),
-    type_check=AbsBackbone,
-    default="hf_ssl",
-)
-fusion_choices = ClassChoices(
-    name="fusion",
-    classes=dict(prompt_adaptive=PromptAdaptiveFusion, static=StaticFusion, last_layer=LastLayerFusion),
-    type_check=AbsFusion,
-    default="prompt_adaptive",
-)
-gate_choices = ClassChoices(  # --gate none: no gate (ClassChoices reserves the name "none")
-    name="gate", classes=dict(task_gate=TaskGate), type_check=AbsGate, default="task_gate", optional=True
-)
-projector_choices = ClassChoices(
-    name="projector",
-    classes=dict(stack_mlp=StackMLPProjector, conv1d=Conv1dProjector),
-    type_check=AbsProjector,
-    default="stack_mlp",
-)
-decoder_choices = ClassChoices(
-    name="decoder", classes=dict(hf_causal_lm=HFCausalLMDecoder), type_check=AbsDecoder, default="hf_causal_lm"
-)
-model_choices = ClassChoices(
-    name="model", classes=dict(harmonifuse=HarmoniFuseModel), type_check=AbsESPnetModel, default="harmonifuse"
-)
-
 
 def _yaml_value(value: str):
     return yaml.safe_load(value)
@@ -81,11 +45,6 @@ def _batch_log(args: argparse.Namespace, distributed_option, mode: str) -> Optio
     if getattr(args, "batch_log_dir", None) is None:
         return None
     return str(Path(args.batch_log_dir) / f"{mode}.rank{distributed_option.dist_rank or 0}.jsonl")
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_tokenizer(token_type: str, bpemodel: Optional[str], name_or_path: Optional[str]) -> AbsTokenizer:
-    return build_tokenizer(token_type, bpemodel, name_or_path)
 
 
 class HarmoniFuseTask(AbsTask):
@@ -223,8 +182,7 @@ class HarmoniFuseTask(AbsTask):
 
     @classmethod
     def build_tokenizer(cls, args: argparse.Namespace) -> AbsTokenizer:
-        name = args.tokenizer_name_or_path or args.decoder_conf.get("model_name_or_path")
-        return _cached_tokenizer(args.token_type, args.bpemodel, name)
+        return build_tokenizer_from_args(args)
 
     @classmethod
     def build_task_preprocess_fn(cls, args: argparse.Namespace, task_index: int, text_file: Optional[str] = None):
@@ -293,55 +251,7 @@ class HarmoniFuseTask(AbsTask):
     # ------------------------------------------------------------------ model
     @classmethod
     def build_model(cls, args: argparse.Namespace) -> HarmoniFuseModel:
-        tasks = parse_tasks(args.tasks)
-        tokenizer = cls.build_tokenizer(args)
-        decoder_conf = dict(args.decoder_conf)
-        if decoder_conf.get("config") is not None:
-            cfg = dict(decoder_conf["config"])
-            cfg.setdefault("vocab_size", tokenizer.vocab_size)
-            cfg.setdefault("eos_token_id", tokenizer.eos_id)
-            cfg.setdefault("pad_token_id", tokenizer.pad_id)
-            if tokenizer.bos_id is not None:
-                cfg.setdefault("bos_token_id", tokenizer.bos_id)
-            decoder_conf["config"] = cfg
-        decoder = decoder_choices.get_class(args.decoder)(**decoder_conf)
-        if tokenizer.vocab_size > decoder.vocab_size:
-            raise ValueError(
-                f"the tokenizer has {tokenizer.vocab_size} tokens but the LLM's embedding has "
-                f"{decoder.vocab_size} rows; use the LLM's own tokenizer or a matching vocab_size"
-            )
-        backbone = backbone_choices.get_class(args.backbone)(**args.backbone_conf)
-        dims = dict(input_size=backbone.output_size(), prompt_size=decoder.hidden_size)
-        fusion = fusion_choices.get_class(args.fusion)(num_layers=backbone.num_layers, **dims, **args.fusion_conf)
-        gate_class = gate_choices.get_class(args.gate)
-        gate = gate_class(**dims, **args.gate_conf) if gate_class is not None else NoGate(**dims)
-        projector = projector_choices.get_class(args.projector)(
-            input_size=backbone.output_size(), output_size=decoder.hidden_size, **args.projector_conf
-        )
-        prompt_ids, label_ids = [], []
-        for spec in tasks:
-            for text in spec.prompts:
-                tokenizer.check_round_trip(text, f"task '{spec.name}' prompt")
-            for text in spec.labels:
-                tokenizer.check_round_trip(text, f"task '{spec.name}' label")
-            prompt_ids.append([tokenizer.encode(p) for p in spec.prompts])
-            label_ids.append([tokenizer.encode(lab) for lab in spec.labels])
-        prompt_format = getattr(args, "prompt_format", "plain")  # a config without the key: plain
-        frames = build_prompt_frames(tokenizer, [spec.prompts for spec in tasks], prompt_format)
-        model = model_choices.get_class(getattr(args, "model", "harmonifuse"))(
-            backbone=backbone,
-            fusion=fusion,
-            gate=gate,
-            projector=projector,
-            decoder=decoder,
-            tasks=tasks,
-            prompt_ids=prompt_ids,
-            label_ids=label_ids,
-            eos_id=target_eos(tokenizer, prompt_format),
-            **args.model_conf,
-        )
-        model.set_prompt_frames(frames)
-        return model
+        return build_model(args)
 
     @classmethod
     def build_model_from_file(
@@ -351,16 +261,4 @@ class HarmoniFuseTask(AbsTask):
         device: str = "cpu",
     ) -> Tuple[HarmoniFuseModel, argparse.Namespace]:
         """Rebuild the model from ``config.yaml`` and load ``model_file`` strictly."""
-        if config_file is None:
-            if model_file is None:
-                raise ValueError("give config_file, model_file or both")
-            config_file = Path(model_file).parent / "config.yaml"
-        config_file = Path(config_file)
-        if not config_file.is_file():
-            raise FileNotFoundError(f"config '{config_file}' does not exist (it is written by training)")
-        with config_file.open("r", encoding="utf-8") as f:
-            args = argparse.Namespace(**yaml.safe_load(f))
-        model = cls.build_model(args)
-        if model_file is not None:
-            load_state_dict_strict(model, model_file, config_file)
-        return model.to(device), args
+        return build_model_from_file(config_file, model_file, device)

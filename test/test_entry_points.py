@@ -328,5 +328,5 @@ def test_gate_none_builds_a_model_without_gate(make_args, gate):
     speech = torch.from_numpy(np.stack([toy_wave(1), toy_wave(2)]))
     with torch.no_grad():
         parts, extra = model.prefix_parts(speech, torch.tensor([speech.size(1)] * 2), torch.tensor([0, 1]))
-    assert set(extra) == {"layer_weights", "selected", "selected_lengths"}  # no gate statistics
+    assert set(extra) == {"layer_weights", "selected", "selected_lengths", "prompts"}  # no gate statistics
     assert torch.allclose(extra["layer_weights"], torch.full((2, 3), 1 / 3))
