@@ -60,3 +60,26 @@ def test_collect_shapes_does_several_sets_in_one_call(bpemodel, tmp_path):
     with pytest.raises(ValueError, match="same number of times"):
         collect_shapes.main(["--config", str(conf), "--task", "asr", "--task", "ser",
                              "--data_dir", str(Path(a["text"]).parent), "--out_dir", str(tmp_path / "ob")])
+
+
+def test_speed_benchmark_reads_the_trainers_logs(tmp_path):
+    """benchmarks/speed.py reruns a training from its log's command line and reads ESPnet's per-step time."""
+    from benchmarks import speed
+
+    shapes = tmp_path / "shape"
+    shapes.write_text("".join(f"u{i} {1000 + i}\n" for i in range(33)))
+    log = tmp_path / "train.log"
+    log.write_text(
+        f"# python3 -m espnet2.bin.harmonifuse_train --config 'conf/a b.yaml' --output_dir exp/train "
+        f"--train_task_shape_file asr:{shapes} --train_task_shape_file ser:{shapes}\n"
+        "# Started at ...\n"
+        "[vm] 2026 (trainer:394) INFO: 1epoch results: [train] iter_time=0.1, train_time=0.250, time=3 seconds\n"
+        "[vm] 2026 (trainer:394) INFO: 2epoch results: [train] iter_time=0.01, forward_time=0.03, "
+        "train_time=0.085, time=11 seconds, [valid] loss=1.0, time=0.5 seconds\n"
+    )
+    cmd = speed.logged_command(log)
+    assert cmd[:3] == ["python3", "-m", "espnet2.bin.harmonifuse_train"] and "conf/a b.yaml" in cmd
+    assert speed.epoch_train_time(log, 1) == 0.25 and speed.epoch_train_time(log, 2) == 0.085
+    assert speed.batches_per_epoch(cmd, 16) == 2 * 3  # 33 utterances: 3 batches of 16 per task
+    with pytest.raises(ValueError, match="epoch 3"):
+        speed.epoch_train_time(log, 3)
