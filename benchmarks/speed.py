@@ -20,8 +20,8 @@ Sections (``--sections``, default all):
   HarmoniFuse (its second epoch covers every batch once more, with the encoder states cached).
 * ``decode``: real-time factor and utterances/s on the ASR test set of ESPnet's ``Speech2Text``
   (batch 1, the baseline's beam search and, as a second row, greedy) against HarmoniFuse's decoding
-  as ``harmonifuse_inference`` runs it (greedy with the KV cache) at batch 1 and batched. Audio is
-  read before the clock starts; the models are loaded once.
+  as ``harmonifuse_inference`` runs it (greedy with the KV cache) at batch 1 and batched, with each
+  one's WER. Audio is read before the clock starts; the models are loaded once.
 
 Prints one markdown table per section, with ratios, and writes everything to ``--out`` (JSON).
 """
@@ -158,31 +158,41 @@ def _test_audio(data_dir: Path):
     return items
 
 
-def _ours(model_dir: Path, model_file: str, items, batch_size: int) -> float:
+def _ours(model_dir: Path, model_file: str, items, batch_size: int):
     from espnet_harmonifuse.api import HarmoniFuse
 
     hf = HarmoniFuse.from_pretrained(model_dir, model_file=model_file)
     order = sorted(items, key=lambda x: len(x[1]))
+    hyps = {}
     start = time.perf_counter()
     for i in range(0, len(order), batch_size):
-        chunk = [w for _, w, _ in order[i : i + batch_size]]
-        lengths = torch.tensor([len(w) for w in chunk])
-        hf.decode_tensors(torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True), lengths, "asr")
-    return time.perf_counter() - start
+        chunk = order[i : i + batch_size]
+        waves = [w for _, w, _ in chunk]
+        lengths = torch.tensor([len(w) for w in waves])
+        out = hf.decode_tensors(torch.nn.utils.rnn.pad_sequence(waves, batch_first=True), lengths, "asr")
+        hyps.update({uid: r["text"] for (uid, _, _), r in zip(chunk, out)})
+    return time.perf_counter() - start, hyps
 
 
-def _espnet(exp: Path, model_file: str, items, beam_size: int) -> float:
+def _espnet(exp: Path, model_file: str, items, beam_size: int):
     import yaml
     from espnet2.bin.asr_inference import Speech2Text
 
     conf = yaml.safe_load(ESPNET_DECODE.read_text())
     conf["beam_size"] = beam_size
     s2t = Speech2Text(asr_train_config=str(exp / "config.yaml"), asr_model_file=str(exp / model_file), device="cpu", **conf)
+    hyps = {}
     start = time.perf_counter()
     with torch.no_grad():
-        for _, w, _ in items:
-            s2t(w)
-    return time.perf_counter() - start
+        for uid, w, _ in items:
+            hyps[uid] = s2t(w)[0][0]  # the best hypothesis' text
+    return time.perf_counter() - start, hyps
+
+
+def _wer(hyps: Dict[str, str], refs: Dict[str, str]) -> float:
+    from espnet_harmonifuse.scoring.asr_metrics import score_pairs, summarize
+
+    return summarize(score_pairs([(u, refs[u], hyps.get(u)) for u in refs]))["err"]
 
 
 def section_decode(train_exp: Path, model_file: str, espnet_exp: Path, espnet_model: str, test_dir: Path,
@@ -197,20 +207,23 @@ def section_decode(train_exp: Path, model_file: str, espnet_exp: Path, espnet_mo
         "HarmoniFuse, greedy + KV cache, batch 1": lambda: _ours(train_exp, model_file, items, 1),
         f"HarmoniFuse, greedy + KV cache, batch {batch_size}": lambda: _ours(train_exp, model_file, items, batch_size),
     }
+    from espnet_harmonifuse.data.kaldi_dir import read_pairs
+
+    refs = dict(read_pairs(str(test_dir / "text")))
     rows = {}
     for name, fn in runs.items():
-        sec = fn()
-        rows[name] = {"seconds": sec, "rtf": sec / audio, "utt_per_s": len(items) / sec}
+        sec, hyps = fn()
+        rows[name] = {"seconds": sec, "rtf": sec / audio, "utt_per_s": len(items) / sec, "wer": _wer(hyps, refs)}
     return {"utterances": len(items), "audio_seconds": audio, "rows": rows}
 
 
 def table_decode(res: Dict) -> str:
     rows = res["rows"]
     ref = next(iter(rows.values()))["utt_per_s"]
-    out = [f"| decoder ({res['utterances']} utterances, {res['audio_seconds']:.0f} s of audio) | RTF | utterances/s | "
-           f"vs {next(iter(rows))} |", "|---|---:|---:|---:|"]
+    out = [f"| decoder ({res['utterances']} utterances, {res['audio_seconds']:.0f} s of audio) | WER % | RTF | "
+           f"utterances/s | vs the first row |", "|---|---:|---:|---:|---:|"]
     for name, r in rows.items():
-        out.append(f"| {name} | {r['rtf']:.4f} | {r['utt_per_s']:.1f} | {r['utt_per_s'] / ref:.1f}x |")
+        out.append(f"| {name} | {r['wer']:.1f} | {r['rtf']:.4f} | {r['utt_per_s']:.1f} | {r['utt_per_s'] / ref:.1f}x |")
     return "\n".join(out)
 
 

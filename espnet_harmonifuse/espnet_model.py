@@ -1,5 +1,7 @@
 """The HarmoniFuse model: gated, prompt-adaptively fused speech features read by an LLM."""
 
+import functools
+import logging
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -60,6 +62,10 @@ class HarmoniFuseModel(AbsESPnetModel):
             prompts are most of the LM's positions when they are long). Dropout inside a prompt is
             then shared by the samples with that prompt. Needs a decoder whose cache has
             ``reorder_cache`` (the Hugging Face ones).
+        autocast_dtype: run the training forward (and validation) under ``torch.autocast`` in this
+            dtype (``bfloat16``: matrix products and convolutions at twice the float32 rate on CPUs
+            with AVX512-BF16 or AMX, and on GPUs; the weights, the optimizer and the losses stay
+            float32). null: float32 throughout. Decoding is unaffected (it has its own ``dtype``).
     """
 
     def __init__(
@@ -81,8 +87,11 @@ class HarmoniFuseModel(AbsESPnetModel):
         backbone_cache_gb: float = 4.0,
         lsm_weight: float = 0.0,
         share_prompt_prefix: bool = False,
+        autocast_dtype: Optional[str] = None,
     ):
         super().__init__()
+        if autocast_dtype not in (None, "bfloat16", "float16"):
+            raise ValueError(f"model_conf.autocast_dtype must be null, bfloat16 or float16, got {autocast_dtype!r}")
         if not 0.0 <= lsm_weight < 1.0:
             raise ValueError(f"model_conf.lsm_weight must be in [0, 1), got {lsm_weight}")
         if not 0.0 <= ctc_weight <= 1.0:
@@ -115,6 +124,7 @@ class HarmoniFuseModel(AbsESPnetModel):
         self.center_prompts = center_prompts
         self.lsm_weight = lsm_weight
         self.share_prompt_prefix = share_prompt_prefix
+        self.autocast_dtype = None if autocast_dtype is None else getattr(torch, autocast_dtype)
         self.ctc_task_ids = [i for i, t in enumerate(tasks) if t.name in ctc_tasks and not t.is_label]
         if ctc_weight > 0:  # the blank is an extra class after the LLM vocabulary
             self.ctc_head = torch.nn.Linear(backbone.output_size(), decoder.vocab_size + 1)
@@ -226,6 +236,10 @@ class HarmoniFuseModel(AbsESPnetModel):
         **kwargs,
     ) -> Tuple[torch.Tensor, Dict[str, Optional[torch.Tensor]], torch.Tensor]:
         task_id = task_id.view(-1).long()
+        if self.autocast_dtype is not None and not torch.is_autocast_enabled(speech.device.type):
+            _warn_if_emulated(speech.device.type, self.autocast_dtype)
+            with torch.autocast(speech.device.type, dtype=self.autocast_dtype):
+                return self.forward(speech, speech_lengths, text, text_lengths, task_id, **kwargs)
         if self.ctc_weight == 1.0:
             return self._ctc_only(speech, speech_lengths, text, text_lengths, task_id)
         parts, extra = self.prefix_parts(speech, speech_lengths, task_id)
@@ -382,6 +396,15 @@ class HarmoniFuseModel(AbsESPnetModel):
             _, vec = self.embed_prompts(prompts)
             out[spec.name] = self.fusion.layer_weights(vec).cpu()
         return out
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_if_emulated(device_type: str, dtype: torch.dtype) -> None:
+    if device_type == "cpu" and dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        logging.warning(
+            "model_conf.autocast_dtype: bfloat16 on a CPU without native bf16 (AVX512-BF16 or AMX) is emulated "
+            "and slower than float32: set model_conf.autocast_dtype: null"
+        )
 
 
 def _trainable(module: Optional[torch.nn.Module]) -> bool:

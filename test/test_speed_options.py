@@ -83,3 +83,30 @@ def test_speed_benchmark_reads_the_trainers_logs(tmp_path):
     assert speed.batches_per_epoch(cmd, 16) == 2 * 3  # 33 utterances: 3 batches of 16 per task
     with pytest.raises(ValueError, match="epoch 3"):
         speed.epoch_train_time(log, 3)
+
+
+def test_bf16_autocast_runs_the_step_in_bf16_and_keeps_weights_and_loss_float32(make_args):
+    import torch
+    from conftest import ASR_TEXTS
+    from test_model import batch_for
+
+    args = make_args(model_conf={"autocast_dtype": "bfloat16"})
+    model = HarmoniFuseTask.build_model(args)
+    batch = batch_for(args, [(toy_wave(i, 0.4), t) for i, t in enumerate(ASR_TEXTS[:3])], 0)
+    seen = []
+    hook = model.decoder.register_forward_hook(lambda _m, _i, out: seen.append(torch.get_autocast_dtype("cpu")
+                                                                               if torch.is_autocast_enabled("cpu") else None))
+    torch.manual_seed(0)  # the same prompt paraphrases in both runs
+    loss, _, _ = model(**batch)
+    hook.remove()
+    assert seen and all(d == torch.bfloat16 for d in seen)  # the LM ran under bf16 autocast
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert model.decoder.lm.model.layers[0].mlp.up_proj.weight.grad.dtype == torch.float32
+    model.autocast_dtype = None
+    torch.manual_seed(0)
+    full, _, _ = model(**batch)
+    assert float(loss) == pytest.approx(float(full), rel=0.02)  # the same function, at bf16 precision
+    with pytest.raises(ValueError, match="autocast_dtype"):
+        HarmoniFuseTask.build_model(make_args(model_conf={"autocast_dtype": "int8"}))

@@ -162,7 +162,8 @@ class ConformerBackbone(AbsBackbone):
         stft_input = speech
         if self.mask_padding:  # each utterance's last STFT frames see its reflection, as alone
             stft_input = reflect_tails(speech, speech_lengths, self.frontend.stft.n_fft // 2)
-        feats, feat_lengths = self.frontend(stft_input, speech_lengths)
+        with torch.autocast(speech.device.type, enabled=False):  # features in float32 under autocast, as ESPnet's
+            feats, feat_lengths = self.frontend(stft_input.float(), speech_lengths)
         feats = feats[:, : int(feat_lengths.max())]  # the reflected tails add frames past every utterance's end
         if self.normalize_kind == "utterance":
             feats, feat_lengths = self.normalize(feats, feat_lengths)
