@@ -55,7 +55,10 @@ def section_profile(exps: Dict[str, Path], threads: int, repeats: int, steps: in
         runs = [profile_steps(exp, steps, warmup=10, threads=threads) for _ in range(repeats)]
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         out["models"][name] = med
-    out["peak_gflops"] = statistics.median(matmul_peak_gflops(threads) for _ in range(repeats))
+    out["peak_gflops"] = {
+        name: statistics.median(matmul_peak_gflops(threads, dtype=getattr(torch, name)) for _ in range(repeats))
+        for name in sorted({m["autocast_dtype"] for m in out["models"].values()} | {"float32"})
+    }
     return out
 
 
@@ -69,9 +72,11 @@ def table_profile(res: Dict) -> str:
         rows.append(f"| {phase} | " + " | ".join(f"{v:.1f}" for v in ms) + " | " + " | ".join(f"{v:.0f}" for v in pct) + " |")
     peak = res["peak_gflops"]
     for label, fn in (
+        ("compute dtype", lambda m: m["autocast_dtype"]),
         ("GFLOP per step (fwd + bwd)", lambda m: f"{m['flops'] / 1e9:.2f}"),
         ("achieved GFLOP/s", lambda m: f"{m['flops'] / m['step'] / 1e9:.1f}"),
-        (f"of the matmul peak ({peak:.0f} GFLOP/s)", lambda m: f"{100 * m['flops'] / m['step'] / 1e9 / peak:.0f} %"),
+        ("matmul peak in that dtype, GFLOP/s", lambda m: f"{peak[m['autocast_dtype']]:.0f}"),
+        ("achieved / peak", lambda m: f"{100 * m['flops'] / m['step'] / 1e9 / peak[m['autocast_dtype']]:.0f} %"),
     ):
         rows.append(f"| {label} | " + " | ".join(fn(res["models"][n]) for n in names) + " |" + " |" * len(names))
     return "\n".join(rows)

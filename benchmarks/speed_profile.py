@@ -37,10 +37,10 @@ PHASES = [
 ]
 
 
-def matmul_peak_gflops(threads: int, size: int = 1536, repeats: int = 7) -> float:
-    """Median GFLOP/s of an fp32 (size x size) @ (size x size) on ``threads`` threads."""
+def matmul_peak_gflops(threads: int, size: int = 1536, repeats: int = 7, dtype=torch.float32) -> float:
+    """Median GFLOP/s of a (size x size) @ (size x size) in ``dtype`` on ``threads`` threads."""
     torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)
     rates = []
     for _ in range(repeats):
@@ -161,6 +161,7 @@ def profile_steps(exp_dir: Path, steps: int, warmup: int, threads: int, distinct
     out["step"] = statistics.mean(walls) + out["data"]
     out["flops"] = flops[0] if flops else float("nan")
     out["batch_size"] = int(args.batch_size)
+    out["autocast_dtype"] = (args.model_conf or {}).get("autocast_dtype") or "float32"
     return out
 
 

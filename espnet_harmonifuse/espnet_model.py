@@ -275,7 +275,7 @@ class HarmoniFuseModel(AbsESPnetModel):
         by the samples with that prompt)."""
         distinct = sorted(set(prompts))
         index = torch.tensor([distinct.index(p) for p in prompts], device=parts[0][0].device)
-        heads = [[self._embed_ids(self.prompt_frames[t][j][0])] for t, j in distinct]
+        heads = [[parts[prompts.index(p)][0]] for p in distinct]  # the prompts' embeddings, as looked up
         head_embeds, head_mask, head_positions = pack(heads, left_pad=True)
         _, cache = self.decoder(head_embeds, head_mask, head_positions, use_cache=True)
         cache.reorder_cache(index)  # one row per sample
