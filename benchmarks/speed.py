@@ -114,9 +114,10 @@ def timed_training(cmd: List[str], iters: int, threads: int, workdir: Path) -> f
         "--use_matplotlib", "false", "--use_tensorboard", "false", "--keep_nbest_models", "1",
     ]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    with open(workdir / f"{out.name}.log", "w") as log:
+    log_file = workdir / f"{out.name}.log"  # the trainers log to stderr (a recipe's launcher writes train.log)
+    with open(log_file, "w") as log:
         subprocess.run(words, check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
-    return epoch_train_time(out / "train.log", 2)
+    return epoch_train_time(log_file, 2)
 
 
 def section_train(exps: Dict[str, Path], espnet_exp: Path, threads: int, iters: int) -> Dict:

@@ -114,7 +114,7 @@ def profile_steps(exp_dir: Path, steps: int, warmup: int, threads: int, distinct
     args, model = load(exp_dir)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optim = torch.optim.AdamW(params, lr=1e-4) if args.optim == "adamw" else torch.optim.Adam(params, lr=1e-4)
+    optim = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[args.optim](params, **args.optim_conf)  # as configured (fused)
     it = iterator(args)
     batches, data_times = [], []
     for _ in range(distinct):
