@@ -1,5 +1,6 @@
 """A Conformer over log-mel filterbanks, trainable from scratch (the CPU recipes' backbone)."""
 
+import contextlib
 import logging
 from typing import List, Optional, Tuple
 
@@ -162,8 +163,11 @@ class ConformerBackbone(AbsBackbone):
         stft_input = speech
         if self.mask_padding:  # each utterance's last STFT frames see its reflection, as alone
             stft_input = reflect_tails(speech, speech_lengths, self.frontend.stft.n_fft // 2)
-        with torch.autocast(speech.device.type, enabled=False):  # features in float32 under autocast, as ESPnet's
-            feats, feat_lengths = self.frontend(stft_input.float(), speech_lengths)
+        # under autocast a float32 model computes its features in float32, as ESPnet's frontend under
+        # amp; a model cast to a lower precision (decoding in bf16) keeps them in its own dtype
+        fp32_features = torch.is_autocast_enabled(speech.device.type) and next(self.encoder.parameters()).dtype == torch.float32
+        with torch.autocast(speech.device.type, enabled=False) if fp32_features else contextlib.nullcontext():
+            feats, feat_lengths = self.frontend(stft_input.float() if fp32_features else stft_input, speech_lengths)
         feats = feats[:, : int(feat_lengths.max())]  # the reflected tails add frames past every utterance's end
         if self.normalize_kind == "utterance":
             feats, feat_lengths = self.normalize(feats, feat_lengths)
