@@ -107,8 +107,10 @@ def profile_steps(exp_dir: Path, steps: int, warmup: int, threads: int, distinct
     """Mean seconds per phase over ``steps`` training steps (after ``warmup`` untimed ones).
 
     The steps cycle over ``distinct`` batches read once from the iterator (the data phase is the
-    mean of those reads), so a state cache is warm after the first pass, as in a later epoch.
+    mean of those reads), so a state cache is warm after the first pass, as in a later epoch: the
+    warm-up covers that pass at least.
     """
+    warmup = max(warmup, distinct)
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     args, model = load(exp_dir)
@@ -123,11 +125,9 @@ def profile_steps(exp_dir: Path, steps: int, warmup: int, threads: int, distinct
         data_times.append(time.perf_counter() - t0)
     timer = PhaseTimer(_parts(model))
     totals: Dict[str, float] = defaultdict(float)
-    flops: List[float] = []
+    flops = float("nan")
     walls: List[float] = []
     for step in range(warmup + steps):
-        if step == warmup:
-            timer.totals.clear()
         batch = batches[step % distinct]
         t1 = time.perf_counter()
         counter = FlopCounterMode(display=False) if step == warmup else None
@@ -141,9 +141,9 @@ def profile_steps(exp_dir: Path, steps: int, warmup: int, threads: int, distinct
         optim.step()
         t4 = time.perf_counter()
         if counter is not None:
-            flops.append(counter.get_total_flops())
-            timer.totals.clear()
-            continue  # the counted step is slower: not timed
+            flops = counter.get_total_flops()
+            timer.totals.clear()  # the phases from here on: the counted step is slower, not timed
+            continue
         if step < warmup:
             continue
         totals["forward"] += t2 - t1
@@ -159,7 +159,7 @@ def profile_steps(exp_dir: Path, steps: int, warmup: int, threads: int, distinct
     out["backward"] = totals["backward"] / n
     out["optimizer"] = totals["optimizer"] / n
     out["step"] = statistics.mean(walls) + out["data"]
-    out["flops"] = flops[0] if flops else float("nan")
+    out["flops"] = flops
     out["batch_size"] = int(args.batch_size)
     out["autocast_dtype"] = (args.model_conf or {}).get("autocast_dtype") or "float32"
     return out
@@ -169,7 +169,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("exp_dir", type=Path, help="a stage-6 exp dir (run from the recipe dir)")
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps (at least one pass over the batches)")
     parser.add_argument("--threads", type=int, default=2)
     a = parser.parse_args()
     res = profile_steps(a.exp_dir, a.steps, a.warmup, a.threads)
