@@ -5,7 +5,7 @@
   validation, right means the label is the most likely of the task's labels, as decoding picks it;
   in training (no extra LM pass), every label token is the argmax under teacher forcing.
 - ``acc_tasks``: the mean over the tasks of each task's epoch value, added by
-  :class:`TaskStatsTrainer` at the end of each training and validation epoch.
+  :class:`~espnet_harmonifuse.trainer.TaskStatsTrainer` at the end of each training and validation epoch.
 
 Each batch holds one task; the others' ``acc_<task>`` are NaN there. ESPnet's Reporter averages a
 stat over the epoch's batches weighted by their sizes and leaves non-finite values out, so each
@@ -18,8 +18,6 @@ from typing import List, Optional, Sequence
 
 import torch
 from espnet2.train.reporter import SubReporter, WeightedAverage, aggregate
-
-from espnet_harmonifuse.trainer import HarmoniFuseTrainer
 
 TASK_MEAN = "acc_tasks"
 
@@ -56,19 +54,3 @@ def add_task_mean(reporter: SubReporter, keys: Sequence[str]) -> None:
     # one entry per step, as every stat has: NaN (left out of the average) but in the last step
     steps = [WeightedAverage(math.nan, 0.0)] * (reporter.count - 1) + [WeightedAverage(mean, 1.0)]
     reporter.stats[TASK_MEAN] = steps
-
-
-class TaskStatsTrainer(HarmoniFuseTrainer):
-    """:class:`HarmoniFuseTrainer` that reports ``acc_tasks`` for every training and validation epoch,
-    so that ``best_model_criterion`` can select and average checkpoints on it."""
-
-    @classmethod
-    def train_one_epoch(cls, **kwargs) -> bool:
-        all_steps_are_invalid = super().train_one_epoch(**kwargs)
-        add_task_mean(kwargs["reporter"], accuracy_keys(kwargs["model"]))
-        return all_steps_are_invalid
-
-    @classmethod
-    def validate_one_epoch(cls, **kwargs) -> None:
-        super().validate_one_epoch(**kwargs)
-        add_task_mean(kwargs["reporter"], accuracy_keys(kwargs["model"]))

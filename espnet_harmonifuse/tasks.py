@@ -31,8 +31,8 @@ from espnet_harmonifuse.iterators.multitask_iter_factory import SCHEDULES, Multi
 from espnet_harmonifuse.iterators.sharding import build_task_iter_factory
 from espnet_harmonifuse.preprocessor import TaskPreprocessor
 from espnet_harmonifuse.task_spec import DEFAULT_TASKS, group_task_data, parse_tasks
-from espnet_harmonifuse.task_stats import TaskStatsTrainer
 from espnet_harmonifuse.tokenizer import PROMPT_FORMATS, AbsTokenizer
+from espnet_harmonifuse.trainer import TaskStatsTrainer
 from espnet_harmonifuse.utils.checkpoint import CheckpointError, check_init_params
 from espnet_harmonifuse.utils.config import with_base_configs
 from espnet_harmonifuse.utils.distributed import check_not_data_parallel, set_unused_parameters
@@ -57,7 +57,7 @@ class HarmoniFuseTask(AbsTask):
         decoder_choices,
         model_choices,
     ]
-    trainer = TaskStatsTrainer  # atomic checkpoints, resume with a fallback (trainer.py); acc_tasks (task_stats.py)
+    trainer = TaskStatsTrainer  # atomic checkpoints, resume with a fallback; acc_tasks (task_stats.py)
 
     @classmethod
     def get_parser(cls) -> argparse.ArgumentParser:

@@ -21,6 +21,9 @@ keeps ESPnet's ``run`` and changes how its files are written and read:
   so: an ``<N>epoch.pth`` has the weights only, without the optimizer state and the reporter's
   history (best epochs, early stopping), so a resume from it would not end where the uninterrupted
   run ends.
+
+:class:`TaskStatsTrainer` adds the epoch's ``acc_tasks`` (task_stats.py), the checkpoint criterion of
+the recipes.
 """
 
 import argparse
@@ -37,6 +40,7 @@ from espnet2.train.reporter import Reporter
 from espnet2.train.trainer import Trainer, TrainerOptions
 from espnet2.utils.build_dataclass import build_dataclass
 
+from espnet_harmonifuse.task_stats import accuracy_keys, add_task_mean
 from espnet_harmonifuse.utils.checkpoint import CheckpointError, safe_torch_load
 
 CHECKPOINT = "checkpoint.pth"
@@ -205,3 +209,19 @@ class HarmoniFuseTrainer(Trainer):
             else:
                 scaler.load_state_dict(states["scaler"])
         logging.info(f"The training was resumed using {used}")
+
+
+class TaskStatsTrainer(HarmoniFuseTrainer):
+    """:class:`HarmoniFuseTrainer` that reports ``acc_tasks`` for every training and validation epoch,
+    so that ``best_model_criterion`` can select and average checkpoints on it."""
+
+    @classmethod
+    def train_one_epoch(cls, **kwargs) -> bool:
+        all_steps_are_invalid = super().train_one_epoch(**kwargs)
+        add_task_mean(kwargs["reporter"], accuracy_keys(kwargs["model"]))
+        return all_steps_are_invalid
+
+    @classmethod
+    def validate_one_epoch(cls, **kwargs) -> None:
+        super().validate_one_epoch(**kwargs)
+        add_task_mean(kwargs["reporter"], accuracy_keys(kwargs["model"]))

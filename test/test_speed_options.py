@@ -110,3 +110,36 @@ def test_bf16_autocast_runs_the_step_in_bf16_and_keeps_weights_and_loss_float32(
     assert float(loss) == pytest.approx(float(full), rel=0.02)  # the same function, at bf16 precision
     with pytest.raises(ValueError, match="autocast_dtype"):
         HarmoniFuseTask.build_model(make_args(model_conf={"autocast_dtype": "int8"}))
+
+
+def _modules_after(code: str, tmp_path: Path) -> set:
+    """The modules a fresh interpreter has imported after running ``code``."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "modules.json"
+    script = f"{code}\nimport json, sys\njson.dump(sorted(sys.modules), open({str(out)!r}, 'w'))\n"
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path)
+    return set(json.loads(out.read_text()))
+
+
+def test_tokenizer_stage_reads_the_tasks_without_importing_torch(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("tasks:\n  - name: ser\n    target: label\n    labels: [calm, furious]\n    prompts:\n      - Which mood is it?\n")
+    (tmp_path / "over.yaml").write_text("base_config: base.yaml\ngate: none\n")
+    (tmp_path / "text").write_text("".join(f"u{i} the quick brown fox number {i} jumps\n" for i in range(40)))
+    code = ("from espnet_harmonifuse.bin import tokenizer_train\n"
+            "tokenizer_train.main(['--config', 'over.yaml', '--text', 'text', '--out_dir', 'tok', '--vocab_size', '40'])")
+    modules = _modules_after(code, tmp_path)
+    assert "torch" not in modules and "espnet2.tasks.abs_task" not in modules
+    corpus = (tmp_path / "tok" / "train_text.txt").read_text()
+    assert "Which mood is it?" in corpus and "furious" in corpus  # the base config's tasks were read
+    assert (tmp_path / "tok" / "bpe.model").is_file()
+
+
+def test_decoding_imports_neither_espnets_task_nor_its_trainer(tmp_path):
+    code = "import espnet_harmonifuse.api, espnet_harmonifuse.bin.harmonifuse_inference as b, espnet_harmonifuse.collate"
+    modules = _modules_after(code, tmp_path)
+    assert "torch" in modules  # the model's own imports are there
+    assert not {"espnet2.tasks.abs_task", "espnet2.train.trainer", "espnet_harmonifuse.tasks"} & modules

@@ -54,13 +54,30 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def streaming_loader(args: argparse.Namespace, preprocess, collate):
+    """The utterances of ``--data_path_and_name_and_type`` (those of ``--key_file``) in batches, read as
+    ESPnet's ``build_streaming_iterator`` reads them, without importing ESPnet's task machinery (5 s
+    of every decoding job's start)."""
+    from espnet2.train.iterable_dataset import IterableESPnetDataset
+    from torch.utils.data import DataLoader
+
+    dataset = IterableESPnetDataset(
+        [tuple(x.split(",")) for x in args.data_path_and_name_and_type],
+        float_dtype="float32",
+        preprocess=preprocess,
+        key_file=args.key_file,
+    )
+    if not dataset.has_name("speech"):
+        sys.exit(f"--data_path_and_name_and_type must give the audio as 'speech' (PATH,speech,sound); got {dataset.names()}")
+    return DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate)
+
+
 def main(cmd=None):
     args = get_parser().parse_args(cmd)
     logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s) %(levelname)s: %(message)s")
     from espnet_harmonifuse.api import HarmoniFuse
     from espnet_harmonifuse.collate import PadCollate
     from espnet_harmonifuse.preprocessor import TaskPreprocessor
-    from espnet_harmonifuse.tasks import HarmoniFuseTask
 
     logging.info("decoding options: " + " ".join(f"{k}={getattr(args, k)}" for k in DECODING_OPTIONS)
                  + (f" (config: {args.config})" if args.config else ""))
@@ -76,17 +93,7 @@ def main(cmd=None):
     for path, _, _ in (x.split(",") for x in args.data_path_and_name_and_type):
         if not Path(path).is_file():
             sys.exit(f"data file '{path}' does not exist")
-    loader = HarmoniFuseTask.build_streaming_iterator(
-        data_path_and_name_and_type=[tuple(x.split(",")) for x in args.data_path_and_name_and_type],
-        dtype="float32",
-        batch_size=args.batch_size,
-        key_file=args.key_file,
-        num_workers=args.num_workers,
-        preprocess_fn=TaskPreprocessor(index, hf.model.tasks[index], hf.tokenizer),
-        collate_fn=PadCollate(not_sequence=["task_id"]),
-        allow_variable_data_keys=True,
-        inference=True,
-    )
+    loader = streaming_loader(args, TaskPreprocessor(index, hf.model.tasks[index], hf.tokenizer), PadCollate(not_sequence=["task_id"]))
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = {}
