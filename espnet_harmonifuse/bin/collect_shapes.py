@@ -12,7 +12,7 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
-from espnet_harmonifuse.bin.common import load_train_args
+from espnet_harmonifuse.bin.common import config_tasks, config_tokenizer, read_config
 from espnet_harmonifuse.data.kaldi_dir import read_pairs
 from espnet_harmonifuse.preprocessor import TaskPreprocessor
 from espnet_harmonifuse.task_spec import parse_tasks
@@ -29,15 +29,13 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(cmd=None):
-    from espnet_harmonifuse.tasks import HarmoniFuseTask
-
     args = get_parser().parse_args(cmd)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s: %(message)s")
-    train_args = load_train_args(args.config, ["--bpemodel", args.bpemodel] if args.bpemodel else [])
     if not len(args.data_dir) == len(args.task) == len(args.out_dir):
         raise ValueError("give --data_dir, --task and --out_dir the same number of times (they pair by position)")
-    tasks = parse_tasks(train_args.tasks)
-    tokenizer = HarmoniFuseTask.build_tokenizer(train_args)
+    cfg = read_config(args.config)  # the YAML alone: no ESPnet task, no torch (10 s of imports)
+    tasks = parse_tasks(config_tasks(cfg))
+    tokenizer = config_tokenizer(cfg, args.bpemodel)
     for data_dir, task, out_dir in zip(args.data_dir, args.task, args.out_dir):
         write_shapes(args.config, tasks, tokenizer, Path(data_dir), task, Path(out_dir))
 

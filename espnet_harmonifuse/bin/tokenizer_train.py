@@ -9,11 +9,12 @@ import argparse
 import logging
 import re
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Sequence
 
+from espnet_harmonifuse.bin.common import config_tasks, read_config
 from espnet_harmonifuse.data.kaldi_dir import read_pairs
-from espnet_harmonifuse.task_spec import DEFAULT_TASKS, parse_tasks
-from espnet_harmonifuse.utils.config import ConfigError, load_config
+from espnet_harmonifuse.task_spec import parse_tasks
+from espnet_harmonifuse.utils.config import ConfigError
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -43,25 +44,15 @@ def vocab_size_error(message: str, asked: int, texts: Sequence[str]) -> str:
     return f"{where}: {what} {n} pieces{detail}. Fix: --nbpe {n} or {bound} (harmonifuse.sh; --vocab_size here)"
 
 
-def config_tasks(config: Optional[str]) -> List[dict]:
-    """The ``tasks`` of a training config (its base configs resolved), or the default tasks. Read from
-    the YAML alone: building the training parser would import ESPnet and torch for one key."""
-    if not config:
-        return DEFAULT_TASKS
-    if not Path(config).is_file():
-        raise SystemExit(f"tokenizer_train: config '{config}' does not exist")
-    try:
-        return load_config(config).get("tasks", DEFAULT_TASKS)
-    except ConfigError as e:
-        raise SystemExit(f"tokenizer_train: {e}") from None
-
-
 def main(cmd=None):
     import sentencepiece as spm
 
     args = get_parser().parse_args(cmd)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s: %(message)s")
-    tasks = parse_tasks(config_tasks(args.config))
+    try:  # the YAML alone: no ESPnet task, no torch
+        tasks = parse_tasks(config_tasks(read_config(args.config)))
+    except (FileNotFoundError, ConfigError) as e:
+        raise SystemExit(f"tokenizer_train: {e}") from None
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lines = []
