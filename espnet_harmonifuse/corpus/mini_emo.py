@@ -3,8 +3,9 @@
 Two separate corpora are produced, each split by *voice* into train/dev/test
 (dev and test voices never occur in training):
 
-* ASR (``asr_{train,dev,test}``): closed-vocabulary sentences (83 words),
-  neutral-ish prosody with per-utterance jitter; ``text`` = transcript.
+* ASR (``asr_{train,dev,test}``): closed-vocabulary sentences (83 words; ``--asr_text closed``)
+  or open-vocabulary ones whose dev/test words are partly unseen in training (``--asr_text open``,
+  :mod:`open_vocab`), neutral-ish prosody with per-utterance jitter; ``text`` = transcript.
 * SER (``ser_{train,dev,test}``): four emotions rendered by prosody rules
   (rate, pitch, pitch range, volume, word gap) with jitter; half of the
   sentences carry an emotion phrase consistent with the label, the other half
@@ -38,6 +39,7 @@ import numpy as np
 from scipy.signal import firwin, lfilter, resample_poly
 
 from espnet_harmonifuse.corpus import espeak
+from espnet_harmonifuse.corpus.open_vocab import OpenVocabulary, oov_stats
 from espnet_harmonifuse.corpus.mini_emo_text import (
     EMOTIONS,
     asr_sentence,
@@ -47,6 +49,7 @@ from espnet_harmonifuse.corpus.mini_emo_text import (
 
 SAMPLE_RATE = 16000
 CORPORA = ("asr", "ser")
+ASR_TEXTS = ("closed", "open")
 SPLITS = ("train", "dev", "test")
 
 # espeak voice + variant, split by voice. Every accent and every variant of the
@@ -119,13 +122,17 @@ def _rng(seed: int, corpus: str, split: str, *extra: int) -> np.random.Generator
 
 
 def plan_corpus(
-    wav_dir: str, seed: int = 0, sizes: Optional[Mapping[str, int]] = None
+    wav_dir: str, seed: int = 0, sizes: Optional[Mapping[str, int]] = None, asr_text: str = "closed"
 ) -> Dict[str, List[UttSpec]]:
     """Choose sentences, voices and labels of every utterance (no audio).
 
     Sentences are drawn part by part (ASR then SER; test, dev, train) from a
-    per-part RNG and rejected if already used anywhere in the corpus.
+    per-part RNG and rejected if already used anywhere in the corpus. ``asr_text``: the closed
+    grammar or the open vocabulary (:mod:`open_vocab`) for the ASR sentences.
     """
+    if asr_text not in ASR_TEXTS:
+        raise ValueError(f"asr_text must be one of {ASR_TEXTS}, not '{asr_text}'")
+    vocab = OpenVocabulary.build(seed) if asr_text == "open" else None
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
     taken: set = set()
     plan: Dict[str, List[UttSpec]] = {}
@@ -139,7 +146,10 @@ def plan_corpus(
             voice_of = rng.permutation(n) % len(voices)  # balanced, shuffled
             if corpus == "asr":
                 labels = [""] * n
-                words = unique_sentences(lambda: asr_sentence(rng), n, taken)
+                if vocab is None:
+                    words = unique_sentences(lambda: asr_sentence(rng), n, taken)
+                else:
+                    words = unique_sentences(lambda: vocab.sentence(rng, split), n, taken)
             else:
                 # balanced labels; half of each class carries an emotion word
                 code = rng.permutation(n)
@@ -285,9 +295,10 @@ def generate(
     sizes: Optional[Mapping[str, int]] = None,
     nj: int = 2,
     progress: bool = True,
+    asr_text: str = "closed",
 ) -> Dict[str, List[UttSpec]]:
     """Render the whole corpus and write the six Kaldi data dirs."""
-    plan = plan_corpus(wav_dir, seed, sizes)
+    plan = plan_corpus(wav_dir, seed, sizes, asr_text)
     render_all([s for part in plan.values() for s in part], nj, progress)
     for part, part_specs in plan.items():
         write_part_dir(os.path.join(data_dir, part), part_specs, part.startswith("ser_"))
@@ -313,6 +324,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     for part, n in DEFAULT_SIZES.items():
         p.add_argument(f"--{part}", type=int, default=n, help=f"(default {n})")
+    p.add_argument("--asr_text", default="closed", choices=ASR_TEXTS,
+                   help="the ASR sentences: the closed 83-word grammar or the open vocabulary (3,000 words, "
+                        "a quarter of the test's words unseen in training)")
     p.add_argument("--nj", type=int, default=min(2, os.cpu_count() or 1))
     return p
 
@@ -321,10 +335,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     start = time.time()
     sizes = {part: getattr(args, part) for part in DEFAULT_SIZES}
-    plan = generate(args.wav_dir, args.data_dir, args.seed, sizes, args.nj)
+    plan = generate(args.wav_dir, args.data_dir, args.seed, sizes, args.nj, asr_text=args.asr_text)
     n = sum(len(v) for v in plan.values())
     print(f"mini_emo: {n} utterances in {time.time() - start:.1f} s -> "
           f"{args.data_dir}")
+    train = [s.words for s in plan["asr_train"]]
+    for part in ("asr_dev", "asr_test"):
+        if plan[part]:
+            st = oov_stats(train, [s.words for s in plan[part]])
+            print(f"mini_emo: {part}: {st['types']} word types, {st['oov_types_pct']:.1f} % of them and "
+                  f"{st['oov_tokens_pct']:.1f} % of its words not in asr_train's text")
 
 
 if __name__ == "__main__":

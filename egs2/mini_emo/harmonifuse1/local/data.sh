@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Synthesise the mini_emo corpus into data/{asr,ser}_{train,dev,test} (Kaldi style).
-# Options: --seed N, --size default|small|tiny (or explicit counts via --gen_opts "...").
+# Options: --seed N, --size default|small|tiny (or explicit counts via --gen_opts "..."), --asr_text closed|open.
 set -euo pipefail
 seed=0
 size=default     # default: ~1.5 min to generate; small: CI-sized; tiny: a smoke test
+asr_text=closed  # the ASR sentences: closed (83-word grammar) or open (3,000 words, a quarter of the test's unseen in training)
 gen_opts=        # extra options for espnet_harmonifuse.corpus.mini_emo, e.g. "--asr_train 600"
 wav_dir=downloads/mini_emo
 . scripts/utils/parse_options.sh
@@ -13,12 +14,12 @@ case "${size}" in
     tiny) sizes=(--asr_train 24 --asr_dev 8 --asr_test 8 --ser_train 24 --ser_dev 8 --ser_test 8) ;;
     *) echo "local/data.sh: --size must be default, small or tiny" >&2; exit 2 ;;
 esac
-stamp=data/.mini_emo_${size}_seed${seed}_$(echo "${gen_opts}" | tr -c 'a-zA-Z0-9_' _).done
+stamp=data/.mini_emo_${size}_seed${seed}_${asr_text}_$(echo "${gen_opts}" | tr -c 'a-zA-Z0-9_' _).done
 if [ -f "${stamp}" ]; then
     echo "local/data.sh: data/ already holds this corpus (${stamp}); remove it to regenerate"
     exit 0
 fi
 rm -f data/.mini_emo_*.done
 python3 -m espnet_harmonifuse.corpus.mini_emo --wav_dir "$(pwd)/${wav_dir}" --data_dir data \
-    --seed "${seed}" --nj 2 "${sizes[@]}" ${gen_opts}
+    --seed "${seed}" --asr_text "${asr_text}" --nj 2 "${sizes[@]}" ${gen_opts}
 touch "${stamp}"
