@@ -134,6 +134,23 @@ def asr_table(entries: Sequence[ScoreEntry], unit: str) -> List[str]:
     return lines
 
 
+def vocabulary_table(entries: Sequence[ScoreEntry]) -> List[str]:
+    """Word and character error rates of the in- and out-of-vocabulary reference words (the sets
+    scored with the training transcripts: ``by_vocabulary``); no lines when none was."""
+    rows = [e for e in entries if isinstance(e.scores.get("by_vocabulary"), dict)]
+    if not rows:
+        return []
+    lines = ["|dataset|IV words|IV WER|IV CER|OOV words|OOV WER|OOV CER|", "|---|---|---|---|---|---|---|"]
+    for e in rows:
+        v = e.scores["by_vocabulary"]
+        cols = [e.dataset]
+        for c in ("iv", "oov"):
+            none = v[c]["num_words"] == 0  # e.g. no unseen word in a closed-vocabulary test set
+            cols += [str(v[c]["num_words"]), "-" if none else _f(v[c]["wer"]), "-" if none else _f(v[c]["cer"])]
+        lines.append("|" + "|".join(cols) + "|")
+    return lines
+
+
 def ser_table(entries: Sequence[ScoreEntry]) -> List[str]:
     """``|dataset|Snt|UA|WA|Macro-F1|`` markdown table."""
     lines = ["|dataset|Snt|UA|WA|Macro-F1|", "|---|---|---|---|---|"]
@@ -187,6 +204,10 @@ def make_results_md(
         if asr:
             lines += ["", "### WER", ""] + asr_table(asr, "word")
             lines += ["", "### CER", ""] + asr_table(asr, "char")
+            split = vocabulary_table(asr)
+            if split:
+                lines += ["", "### In- and out-of-vocabulary words (IV: in the training transcripts; insertions "
+                          "count in neither)", ""] + split
         if ser:
             lines += ["", "### SER", ""] + ser_table(ser)
             for e in ser:

@@ -21,6 +21,7 @@ from espnet_harmonifuse.scoring.asr_metrics import (
 )
 from espnet_harmonifuse.scoring.kaldi_text import match_ids, read_text, read_utt2spk
 from espnet_harmonifuse.scoring.ser_metrics import score_ser
+from espnet_harmonifuse.scoring.vocab_split import split_rates, vocabulary
 
 PathLike = Union[str, Path]
 logger = logging.getLogger(__name__)
@@ -39,8 +40,13 @@ def score_asr_files(
     keep_case: bool = False,
     remove_punct: bool = True,
     utt2spk: Optional[PathLike] = None,
+    train_text: Sequence[PathLike] = (),
 ) -> Dict[str, object]:
     """Score an ASR hypothesis ``text`` file against the reference.
+
+    ``train_text``: the training transcripts (Kaldi text files); when given, the scores also hold
+    ``by_vocabulary``: the error rates of the reference words in and out of their vocabulary
+    (:mod:`vocab_split`).
 
     Returns:
         The dict written to ``out_dir/scores.json``.
@@ -70,6 +76,13 @@ def score_asr_files(
         "word": w,
         "char": c,
     }
+    if train_text:
+        vocab = vocabulary((t for path in train_text for t in read_text(path).values()), keep_case, remove_punct)
+        split = split_rates(word, vocab)
+        scores["by_vocabulary"] = {"train_text": [str(p) for p in train_text], "vocabulary_size": len(vocab), **split}
+        logger.info("%s: in-vocabulary words: WER %.2f%% CER %.2f%% (%d words); out-of-vocabulary: WER %.2f%% "
+                    "CER %.2f%% (%d words)", hyp, split["iv"]["wer"], split["iv"]["cer"], split["iv"]["num_words"],
+                    split["oov"]["wer"], split["oov"]["cer"], split["oov"]["num_words"])
     _write_json(out / "scores.json", scores)
     logger.info(
         "%s: WER %.2f%% (%d/%d) CER %.2f%% (%d/%d) SER(sentence) %.2f%% "

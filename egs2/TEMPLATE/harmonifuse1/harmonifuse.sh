@@ -359,7 +359,8 @@ if need 8 8; then
             _dir=${decode_dir}/${dset}
             if [ "${t}" = asr ]; then
                 run_logged "${_dir}/score_asr.log" ${python} -m espnet_harmonifuse.bin.score_asr \
-                    --ref "${dumpdir}/raw/${dset}/text" --hyp "${_dir}/text" --out_dir "${_dir}/score_wer"
+                    --ref "${dumpdir}/raw/${dset}/text" --hyp "${_dir}/text" --out_dir "${_dir}/score_wer" \
+                    $(for s in $(sets_of asr train); do echo --train_text "${dumpdir}/raw/${s}/text"; done)
             else
                 run_logged "${_dir}/score_ser.log" ${python} -m espnet_harmonifuse.bin.score_ser \
                     --ref "${dumpdir}/raw/${dset}/text" --hyp "${_dir}/text" --labels "${ser_labels}" \
