@@ -27,6 +27,7 @@ from espnet_harmonifuse.fusion.static import StaticFusion
 from espnet_harmonifuse.gate.abs_gate import AbsGate
 from espnet_harmonifuse.gate.none import NoGate
 from espnet_harmonifuse.gate.task_gate import TaskGate
+from espnet_harmonifuse.pretrain_model import EncoderPretrainModel
 from espnet_harmonifuse.projector.abs_projector import AbsProjector
 from espnet_harmonifuse.projector.conv1d import Conv1dProjector
 from espnet_harmonifuse.projector.stack_mlp import StackMLPProjector
@@ -59,7 +60,10 @@ decoder_choices = ClassChoices(
     name="decoder", classes=dict(hf_causal_lm=HFCausalLMDecoder), type_check=AbsDecoder, default="hf_causal_lm"
 )
 model_choices = ClassChoices(
-    name="model", classes=dict(harmonifuse=HarmoniFuseModel), type_check=AbsESPnetModel, default="harmonifuse"
+    name="model",
+    classes=dict(harmonifuse=HarmoniFuseModel, encoder_pretrain=EncoderPretrainModel),
+    type_check=AbsESPnetModel,
+    default="harmonifuse",
 )
 
 
@@ -75,10 +79,14 @@ def build_tokenizer_from_args(args: argparse.Namespace) -> AbsTokenizer:
 
 
 
-def build_model(args: argparse.Namespace) -> HarmoniFuseModel:
-    """The model a training config describes (weights: random, or the pretrained ones it names)."""
+def build_model(args: argparse.Namespace) -> AbsESPnetModel:
+    """The model a training config describes (weights: random, or the pretrained ones it names):
+    HarmoniFuse, or the encoder pre-training (``model: encoder_pretrain``)."""
     tasks = parse_tasks(args.tasks)
     tokenizer = build_tokenizer_from_args(args)
+    if getattr(args, "model", "harmonifuse") == "encoder_pretrain":
+        backbone = backbone_choices.get_class(args.backbone)(**args.backbone_conf)
+        return EncoderPretrainModel(backbone, tokenizer.vocab_size, tasks, **args.model_conf)
     decoder_conf = dict(args.decoder_conf)
     if decoder_conf.get("config") is not None:
         cfg = dict(decoder_conf["config"])

@@ -67,8 +67,12 @@ class HarmoniFuseTask(AbsTask):
     @classmethod
     def main(cls, args: Optional[argparse.Namespace] = None, cmd=None):
         """ESPnet's training main; a checkpoint that cannot be used ends with its message alone."""
+        if args is None:
+            args = cls.get_parser().parse_args(cmd)
+        # every option of the chosen model under the config's, so that config.yaml lists them all
+        args.model_conf = {**get_default_kwargs(model_choices.get_class(args.model)), **(args.model_conf or {})}
         try:
-            super().main(args=args, cmd=cmd)
+            super().main(args=args)
         except CheckpointError as e:
             sys.exit(f"ERROR: {e}")
 
@@ -166,14 +170,8 @@ class HarmoniFuseTask(AbsTask):
             "prompt, the speech after the prompt in the user turn, the target after the assistant header",
         )
         group = parser.add_argument_group(description="Model")
-        group.add_argument(
-            "--model_conf", action=NestedDictAction, default=get_default_kwargs(HarmoniFuseModel)
-        )
-        for class_choices in cls.class_choices_list:
-            if class_choices.name != "model":
-                class_choices.add_arguments(group)
-            else:
-                group.add_argument("--model", type=str, default="harmonifuse", choices=["harmonifuse"])
+        for class_choices in cls.class_choices_list:  # --model and --model_conf among them
+            class_choices.add_arguments(group)
 
     # ------------------------------------------------------------------ data
     @classmethod

@@ -181,6 +181,7 @@ class HarmoniFuseTrainer(Trainer):
     def run(cls, *args, **kwargs) -> None:
         options = kwargs.get("trainer_options")
         interval = getattr(options, "plot_interval", 1)
+        fit_targets(kwargs.get("model"), kwargs.get("train_iter_factory"), options)
         with atomic_saves() as saver, sparse_plots(interval):
             super().run(*args, **kwargs)
             saver.commit()
@@ -209,6 +210,29 @@ class HarmoniFuseTrainer(Trainer):
             else:
                 scaler.load_state_dict(states["scaler"])
         logging.info(f"The training was resumed using {used}")
+
+
+def fit_targets(model, train_iter_factory, options) -> None:
+    """Fit what a model learns from before its first step (``encoder_pretrain``'s cluster centroids:
+    ``fit_clusters``) on the first training batches, unless it has them or a checkpoint to resume
+    from holds them. Under DDP rank 0 fits and the others receive its result."""
+    inner = getattr(model, "module", model)
+    if model is None or not hasattr(inner, "fit_clusters") or inner.fitted:
+        return
+    if getattr(options, "resume", False) and (Path(options.output_dir) / "checkpoint.pth").exists():
+        return
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if not distributed or torch.distributed.get_rank() == 0:
+        from espnet2.torch_utils.device_funcs import to_device
+
+        device = next(inner.parameters()).device
+        logging.info("fitting the model's %d cluster centroids on up to %d frames of the first training batches",
+                     inner.num_clusters, inner.cluster_frames)
+        batches = (to_device(batch, device) for _, batch in train_iter_factory.build_iter(1))
+        inner.fit_clusters(batches, seed=getattr(options, "seed", 0))
+    if distributed:
+        for t in (inner.centroids, inner.clusters_fitted, inner.mask_embedding.data):
+            torch.distributed.broadcast(t, 0)
 
 
 class TaskStatsTrainer(HarmoniFuseTrainer):

@@ -238,12 +238,17 @@ def unused_in_one_batch_per_task(args) -> set:
     model = HarmoniFuseTask.build_model(args)
     set_unused_parameters(args, model)  # as HarmoniFuseTask.build_optimizers does in training
     model.train()
-    unused = set()
+    batches = []
     for index, spec in enumerate(parse_tasks(args.tasks)):
         pre = HarmoniFuseTask.build_task_preprocess_fn(args, index)
         texts = spec.labels if spec.is_label else ASR_TEXTS
         samples = [(f"u{i}", pre(f"u{i}", {"speech": toy_wave(i, 1.0 + 0.2 * i), "text": texts[i]})) for i in range(2)]
-        model(**PadCollate(not_sequence=["task_id"])(samples)[1])[0].backward()
+        batches.append(PadCollate(not_sequence=["task_id"])(samples)[1])
+    if hasattr(model, "fit_clusters"):  # the encoder pre-training fits its targets before the first step
+        model.fit_clusters(batches)
+    unused = set()
+    for batch in batches:
+        model(**batch)[0].backward()
         unused |= {n for n, p in model.named_parameters() if p.requires_grad and p.grad is None}
         model.zero_grad(set_to_none=True)
     return unused

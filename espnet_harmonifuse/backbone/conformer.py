@@ -100,6 +100,7 @@ class ConformerBackbone(AbsBackbone):
             input_layer=input_layer,
             **{"rel_pos_type": "latest", **(encoder_conf or {})},
         )
+        self.feature_size = n_mels + (2 if pitch else 0)  # the encoder's input features per frame
         self._num_layers = num_blocks + int(embedding_state)
         self.embedding_state = embedding_state
         self.freeze = freeze
@@ -159,6 +160,16 @@ class ConformerBackbone(AbsBackbone):
             return self._forward(speech, speech_lengths)
 
     def _forward(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        return self.encode(*self.features(speech, speech_lengths))
+
+    @property
+    def subsampling(self) -> int:
+        """Input feature frames per output frame (6 for ``conv2d6``)."""
+        return round(1200 / int(self._subsampled_lengths(torch.tensor([1200]))[0]))
+
+    def features(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(feats (B, T, F), feat_lengths)``: the normalised filterbank (+ pitch) the encoder reads,
+        after SpecAugment in training. ``forward`` is ``encode(*features(...))``."""
         speech = speech[:, : int(speech_lengths.max())]  # ESPnet's masks assume no extra padding
         stft_input = speech
         if self.mask_padding:  # each utterance's last STFT frames see its reflection, as alone
@@ -183,6 +194,10 @@ class ConformerBackbone(AbsBackbone):
         # model at 60 % CER where the same model without SpecAugment reached 10 %.
         if self.specaug is not None and self.training:
             feats, feat_lengths = self.specaug(feats, feat_lengths)
+        return feats, feat_lengths
+
+    def encode(self, feats: torch.Tensor, feat_lengths: torch.Tensor) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        """The Conformer's states of every block from ``features`` (the states ``forward`` returns)."""
         embedded = []
         hook = None
         if self.embedding_state:  # subsampling returns (x, mask); with rel-pos, x is (x, pos_emb)
