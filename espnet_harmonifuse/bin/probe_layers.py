@@ -1,18 +1,27 @@
 #!/usr/bin/env python3
-"""What does each backbone layer know about a label task? A linear probe per layer.
+"""What does each backbone layer know about each task? A linear probe per layer.
 
-Each utterance's states of layer l are pooled over time (mean and standard deviation), a
-softmax classifier is fitted on the train set's pooled states, and its unweighted accuracy
-(mean per-class recall) is measured on the eval sets. High UA in a layer means the label is
-linearly readable there; the prompt-adaptive fusion of a label task should lean on such layers.
+- **SER** (label tasks): each utterance's states of layer l are pooled over time (mean and standard
+  deviation), a softmax classifier is fitted on the train set's pooled states, and its unweighted
+  accuracy (mean per-class recall) is measured on the eval sets.
+- **ASR** (``--asr_train_dir``): a linear CTC head per layer over the frame states (the model's own
+  sentencepiece units, ``--bpemodel``), trained on the train set, greedy-decoded on the eval sets:
+  the character error rate of its transcripts.
 
-    python -m espnet_harmonifuse.bin.probe_layers --model_dir exp/train --train_dir dump/raw/ser_train \
-        --eval_dir dump/raw/ser_dev --eval_dir dump/raw/ser_test [--model_file valid.acc.ave.pth]
+High UA / low CER in a layer means the task is linearly readable there; the prompt-adaptive fusion of
+each task should lean on such layers. Works on a HarmoniFuse model and on an encoder pre-training
+(``model: encoder_pretrain``) alike: only the backbone is probed.
+
+    python -m espnet_harmonifuse.bin.probe_layers --model_dir exp/pretrain --model_file valid.loss.best.pth \
+        --train_dir dump/raw/ser_train --eval_dir dump/raw/ser_test \
+        --asr_train_dir dump/raw/asr_train --asr_eval_dir dump/raw/asr_test \
+        --bpemodel data/token_list/bpe150/bpe.model --out_dir exp/pretrain/probe
 """
 
 import argparse
 import json
-from typing import Dict, List, Sequence, Tuple
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -21,9 +30,14 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_dir", required=True, help="exp dir or packed .zip")
     p.add_argument("--model_file", default=None)
-    p.add_argument("--train_dir", required=True, help="Kaldi dir (wav.scp, text = one label per utterance)")
-    p.add_argument("--eval_dir", action="append", required=True, help="Kaldi dir(s) to measure UA on")
-    p.add_argument("--weight_decay", type=float, default=1e-2, help="L2 strength of the probe")
+    p.add_argument("--train_dir", help="SER: Kaldi dir (wav.scp, text = one label per utterance)")
+    p.add_argument("--eval_dir", action="append", default=[], help="SER: Kaldi dir(s) to measure UA on")
+    p.add_argument("--weight_decay", type=float, default=1e-2, help="L2 strength of the SER probe")
+    p.add_argument("--asr_train_dir", help="ASR: Kaldi dir (wav.scp, text = transcript)")
+    p.add_argument("--asr_eval_dir", action="append", default=[], help="ASR: Kaldi dir(s) to measure CER on")
+    p.add_argument("--bpemodel", help="ASR: the sentencepiece model of the CTC units (the recipe's)")
+    p.add_argument("--asr_epochs", type=int, default=20, help="ASR: epochs of the linear CTC heads")
+    p.add_argument("--out_dir", help="write probe.json and probe.png here")
     return p
 
 
@@ -85,18 +99,153 @@ def probe(backbone, train_dir: str, eval_dirs: Sequence[str], weight_decay: floa
     return out
 
 
-def main(cmd=None) -> Dict[str, List[float]]:
-    args = get_parser().parse_args(cmd)
-    from espnet_harmonifuse.api import HarmoniFuse
+@torch.no_grad()
+def frame_states(backbone, data_dir: str) -> Tuple[List[torch.Tensor], List[str]]:
+    """Per utterance ``(layers, T, D)`` states, and the transcripts."""
+    from espnet_harmonifuse.api import load_wav
+    from espnet_harmonifuse.data.kaldi_dir import read_pairs
 
+    texts = dict(read_pairs(f"{data_dir}/text"))
+    states, refs = [], []
+    for uid, path in read_pairs(f"{data_dir}/wav.scp"):
+        x = torch.from_numpy(load_wav(path)).unsqueeze(0)
+        layers, lengths = backbone(x, torch.tensor([x.size(1)]))
+        states.append(torch.stack([s[0, : int(lengths[0])] for s in layers]).float())
+        refs.append(texts[uid])
+    return states, refs
+
+
+def _padded(states: Sequence[torch.Tensor], layer: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    seqs = [s[layer] for s in states]
+    return torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True), torch.tensor([q.size(0) for q in seqs])
+
+
+class _Standardize(torch.nn.Module):
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.mean, self.std = mean, std
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+def asr_probe(backbone, train_dir: str, eval_dirs: Sequence[str], bpemodel: str, epochs: int = 20,
+              batch_size: int = 32) -> Dict[str, List[float]]:
+    """``{eval_dir: [CER % of layer 1, ..., layer L]}``: a linear CTC head per layer."""
+    import sentencepiece as spm
+
+    from espnet_harmonifuse.scoring.asr_metrics import score_pairs, summarize
+
+    backbone.eval()
+    sp = spm.SentencePieceProcessor(model_file=bpemodel)
+    blank = sp.get_piece_size()
+    train, train_text = frame_states(backbone, train_dir)
+    targets = [torch.tensor(sp.encode(t) or [0]) for t in train_text]
+    evals = {d: frame_states(backbone, d) for d in eval_dirs}
+    out: Dict[str, List[float]] = {d: [] for d in eval_dirs}
+    gen = torch.Generator().manual_seed(0)
+    for layer in range(train[0].size(0)):
+        frames = torch.cat([s[layer] for s in train])
+        mean, std = frames.mean(0), frames.std(0) + 1e-5  # standardised inputs, as the SER probe's
+        head = torch.nn.Sequential(_Standardize(mean, std), torch.nn.Linear(frames.size(-1), blank + 1))
+        opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+        with torch.enable_grad():
+            for _ in range(epochs):
+                for idx in torch.randperm(len(train), generator=gen).split(batch_size):
+                    x, xl = _padded([train[i] for i in idx], layer)
+                    y = [targets[i] for i in idx]
+                    logp = torch.log_softmax(head(x), -1).transpose(0, 1)
+                    loss = torch.nn.functional.ctc_loss(
+                        logp, torch.nn.utils.rnn.pad_sequence(y, batch_first=True), xl,
+                        torch.tensor([t.numel() for t in y]), blank=blank, zero_infinity=True)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+        for d, (states, refs) in evals.items():
+            hyps = []
+            for st in states:
+                best = head(st[layer]).argmax(-1).tolist()
+                ids = [b for i, b in enumerate(best) if b != blank and (i == 0 or b != best[i - 1])]
+                hyps.append(sp.decode(ids))
+            pairs = [(str(i), r, h) for i, (r, h) in enumerate(zip(refs, hyps))]
+            out[d].append(summarize(score_pairs(pairs, "char"))["err"])
+    return out
+
+
+def load_backbone(model_dir: str, model_file: Optional[str] = None):
+    """The backbone of any trained model (HarmoniFuse or an encoder pre-training): exp dir or zip."""
+    import argparse as _argparse
+
+    import yaml
+
+    from espnet_harmonifuse.api import _rebase_paths, resolve_model_dir
+    from espnet_harmonifuse.builder import build_model
+    from espnet_harmonifuse.utils.checkpoint import load_state_dict_strict
+
+    if model_file is None and (Path(model_dir) / "valid.loss.best.pth").is_file():
+        with open(Path(model_dir) / "config.yaml", encoding="utf-8") as f:
+            if yaml.safe_load(f).get("model") == "encoder_pretrain":
+                model_file = "valid.loss.best.pth"
+    config, mf = resolve_model_dir(model_dir, model_file)
+    with open(config, encoding="utf-8") as f:
+        args = _argparse.Namespace(**yaml.safe_load(f))
+    _rebase_paths(args, config.parent)
+    model = build_model(args)
+    load_state_dict_strict(model, mf, config)
+    return model.backbone
+
+
+def table(ser: Dict[str, List[float]], asr: Dict[str, List[float]]) -> List[str]:
+    """Markdown: one row per layer, a UA column per SER eval set and a CER column per ASR one, and
+    the best layer of each."""
+    cols = [(f"SER UA % ({Path(d).name})", [100 * v for v in r], max) for d, r in ser.items()]
+    cols += [(f"ASR CER % ({Path(d).name})", r, min) for d, r in asr.items()]
+    n = len(cols[0][1])
+    lines = ["| layer | " + " | ".join(c[0] for c in cols) + " |", "|---:|" + "---:|" * len(cols)]
+    lines += [f"| {i + 1} | " + " | ".join(f"{c[1][i]:.1f}" for c in cols) + " |" for i in range(n)]
+    best = [str(1 + c[1].index(c[2](c[1]))) for c in cols]
+    lines.append("| best layer | " + " | ".join(best) + " |")
+    return lines
+
+
+def plot(ser: Dict[str, List[float]], asr: Dict[str, List[float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for d, r in ser.items():
+        ax.plot(range(1, len(r) + 1), [100 * v for v in r], "o-", label=f"SER UA ({Path(d).name})")
+    for d, r in asr.items():
+        ax.plot(range(1, len(r) + 1), [100 - v for v in r], "s--", label=f"ASR 100 - CER ({Path(d).name})")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("%")
+    ax.set_title("linear probe per layer (higher is better)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(cmd=None) -> Dict[str, Dict[str, List[float]]]:
+    args = get_parser().parse_args(cmd)
+    if not (args.train_dir and args.eval_dir) and not (args.asr_train_dir and args.asr_eval_dir and args.bpemodel):
+        raise SystemExit("probe_layers: give --train_dir and --eval_dir (SER), or --asr_train_dir, --asr_eval_dir "
+                         "and --bpemodel (ASR), or both")
     torch.manual_seed(0)
-    hf = HarmoniFuse.from_pretrained(args.model_dir, args.model_file)
-    result = probe(hf.model.backbone, args.train_dir, args.eval_dir, args.weight_decay)
-    print("| layer | " + " | ".join(f"UA {d}" for d in result) + " |")
-    print("|---:|" + "---:|" * len(result))
-    for layer in range(len(next(iter(result.values())))):
-        print(f"| {layer + 1} | " + " | ".join(f"{100 * r[layer]:.1f}" for r in result.values()) + " |")
-    print(json.dumps(result))
+    backbone = load_backbone(args.model_dir, args.model_file)
+    ser = probe(backbone, args.train_dir, args.eval_dir, args.weight_decay) if args.train_dir else {}
+    asr = asr_probe(backbone, args.asr_train_dir, args.asr_eval_dir, args.bpemodel, args.asr_epochs) \
+        if args.asr_train_dir else {}
+    print("\n".join(table(ser, asr)))
+    result = {"ser_ua": ser, "asr_cer": asr}
+    if args.out_dir:
+        out = Path(args.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "probe.json").write_text(json.dumps(result, indent=2) + "\n")
+        (out / "probe.md").write_text("\n".join(table(ser, asr)) + "\n")
+        plot(ser, asr, out / "probe.png")
     return result
 
 
