@@ -9,6 +9,7 @@ from conftest import ASR_TEXTS, EMOTIONS, TINY_CONF, task_data_args, toy_wave, w
 
 from espnet_harmonifuse.backbone.conformer import ConformerBackbone
 from espnet_harmonifuse.bin import harmonifuse_train
+from espnet_harmonifuse.bin.probe_layers import load_backbone
 from espnet_harmonifuse.pretrain_model import EncoderPretrainModel, kmeans, span_mask
 from espnet_harmonifuse.task_spec import parse_tasks
 from espnet_harmonifuse.tasks import HarmoniFuseTask
@@ -111,6 +112,8 @@ def test_training_fits_the_clusters_and_hands_the_encoder_to_harmonifuse(bpemode
     saved = safe_torch_load(out / "valid.loss.best.pth")
     assert float(saved["clusters_fitted"]) == 1.0 and saved["centroids"].abs().sum() > 0
     pretrained, _ = HarmoniFuseTask.build_model_from_file(out / "config.yaml", out / "valid.loss.best.pth")
+    probed = load_backbone(str(out))  # probe_layers reads a pre-training's exp dir (valid.loss.best.pth)
+    assert all(torch.equal(v, pretrained.backbone.state_dict()[k]) for k, v in probed.state_dict().items())
     # HarmoniFuse starts from the pre-trained backbone (the recipe's --init_param ...:backbone:backbone)
     main_config = write_config(tmp_path / "train.yaml", bpemodel, backbone_conf={"freeze": True})
     main = tmp_path / "main"

@@ -37,19 +37,32 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--asr_eval_dir", action="append", default=[], help="ASR: Kaldi dir(s) to measure CER on")
     p.add_argument("--bpemodel", help="ASR: the sentencepiece model of the CTC units (the recipe's)")
     p.add_argument("--asr_epochs", type=int, default=20, help="ASR: epochs of the linear CTC heads")
+    p.add_argument("--max_train", type=int, default=None,
+                   help="fit each probe on this many training utterances, drawn at random (default: all)")
     p.add_argument("--out_dir", help="write probe.json and probe.png here")
     return p
 
 
+def utterances(data_dir: str, limit: Optional[int] = None) -> List[Tuple[str, str]]:
+    """``(uttid, wav path)`` of a Kaldi dir: all, or ``limit`` of them drawn at random (seed 0)."""
+    from espnet_harmonifuse.data.kaldi_dir import read_pairs
+
+    rows = list(read_pairs(f"{data_dir}/wav.scp"))
+    if limit is not None and limit < len(rows):
+        keep = sorted(torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[:limit].tolist())
+        rows = [rows[i] for i in keep]
+    return rows
+
+
 @torch.no_grad()
-def pooled_states(backbone, data_dir: str) -> Tuple[torch.Tensor, List[str]]:
+def pooled_states(backbone, data_dir: str, limit: Optional[int] = None) -> Tuple[torch.Tensor, List[str]]:
     """``(N, layers, 2 * D)`` mean and std over time of every layer, and the N labels."""
     from espnet_harmonifuse.api import load_wav
     from espnet_harmonifuse.data.kaldi_dir import read_pairs
 
     labels = dict(read_pairs(f"{data_dir}/text"))
     feats, ys = [], []
-    for uid, path in read_pairs(f"{data_dir}/wav.scp"):
+    for uid, path in utterances(data_dir, limit):
         x = torch.from_numpy(load_wav(path)).unsqueeze(0)
         states, _ = backbone(x, torch.tensor([x.size(1)]))
         feats.append(torch.stack([torch.cat([s[0].mean(0), s[0].std(0)]) for s in states]))
@@ -81,10 +94,11 @@ def fit_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int, weight_decay: fl
     return lambda q: lin((q - mean) / std).argmax(-1)
 
 
-def probe(backbone, train_dir: str, eval_dirs: Sequence[str], weight_decay: float = 1e-2) -> Dict[str, List[float]]:
+def probe(backbone, train_dir: str, eval_dirs: Sequence[str], weight_decay: float = 1e-2,
+          max_train: Optional[int] = None) -> Dict[str, List[float]]:
     """``{eval_dir: [UA of layer 1, ..., UA of layer L]}``."""
     backbone.eval()
-    x_tr, y_tr = pooled_states(backbone, train_dir)
+    x_tr, y_tr = pooled_states(backbone, train_dir, max_train)
     classes = sorted(set(y_tr))
     y_idx = torch.tensor([classes.index(y) for y in y_tr])
     evals = {d: pooled_states(backbone, d) for d in eval_dirs}
@@ -100,14 +114,14 @@ def probe(backbone, train_dir: str, eval_dirs: Sequence[str], weight_decay: floa
 
 
 @torch.no_grad()
-def frame_states(backbone, data_dir: str) -> Tuple[List[torch.Tensor], List[str]]:
+def frame_states(backbone, data_dir: str, limit: Optional[int] = None) -> Tuple[List[torch.Tensor], List[str]]:
     """Per utterance ``(layers, T, D)`` states, and the transcripts."""
     from espnet_harmonifuse.api import load_wav
     from espnet_harmonifuse.data.kaldi_dir import read_pairs
 
     texts = dict(read_pairs(f"{data_dir}/text"))
     states, refs = [], []
-    for uid, path in read_pairs(f"{data_dir}/wav.scp"):
+    for uid, path in utterances(data_dir, limit):
         x = torch.from_numpy(load_wav(path)).unsqueeze(0)
         layers, lengths = backbone(x, torch.tensor([x.size(1)]))
         states.append(torch.stack([s[0, : int(lengths[0])] for s in layers]).float())
@@ -130,7 +144,7 @@ class _Standardize(torch.nn.Module):
 
 
 def asr_probe(backbone, train_dir: str, eval_dirs: Sequence[str], bpemodel: str, epochs: int = 20,
-              batch_size: int = 32) -> Dict[str, List[float]]:
+              batch_size: int = 32, max_train: Optional[int] = None) -> Dict[str, List[float]]:
     """``{eval_dir: [CER % of layer 1, ..., layer L]}``: a linear CTC head per layer."""
     import sentencepiece as spm
 
@@ -139,7 +153,7 @@ def asr_probe(backbone, train_dir: str, eval_dirs: Sequence[str], bpemodel: str,
     backbone.eval()
     sp = spm.SentencePieceProcessor(model_file=bpemodel)
     blank = sp.get_piece_size()
-    train, train_text = frame_states(backbone, train_dir)
+    train, train_text = frame_states(backbone, train_dir, max_train)
     targets = [torch.tensor(sp.encode(t) or [0]) for t in train_text]
     evals = {d: frame_states(backbone, d) for d in eval_dirs}
     out: Dict[str, List[float]] = {d: [] for d in eval_dirs}
@@ -235,9 +249,9 @@ def main(cmd=None) -> Dict[str, Dict[str, List[float]]]:
                          "and --bpemodel (ASR), or both")
     torch.manual_seed(0)
     backbone = load_backbone(args.model_dir, args.model_file)
-    ser = probe(backbone, args.train_dir, args.eval_dir, args.weight_decay) if args.train_dir else {}
-    asr = asr_probe(backbone, args.asr_train_dir, args.asr_eval_dir, args.bpemodel, args.asr_epochs) \
-        if args.asr_train_dir else {}
+    ser = probe(backbone, args.train_dir, args.eval_dir, args.weight_decay, args.max_train) if args.train_dir else {}
+    asr = asr_probe(backbone, args.asr_train_dir, args.asr_eval_dir, args.bpemodel, args.asr_epochs,
+                    max_train=args.max_train) if args.asr_train_dir else {}
     print("\n".join(table(ser, asr)))
     result = {"ser_ua": ser, "asr_cer": asr}
     if args.out_dir:
