@@ -118,6 +118,11 @@ class EncoderPretrainModel(AbsESPnetModel):
         x = feats[:, offset : offset + usable * s]
         return x.reshape(x.size(0), usable, s, x.size(2)).mean(2)
 
+    def pooled_lengths(self, feat_lengths: torch.Tensor) -> torch.Tensor:
+        """The pooled frames of each utterance whose window lies inside its valid features."""
+        s = self.backbone.subsampling
+        return torch.div((feat_lengths - max(s // 2 - 1, 0)).clamp(min=0), s, rounding_mode="floor")
+
     @property
     def fitted(self) -> bool:
         return bool(self.clusters_fitted > 0.5)
@@ -133,8 +138,7 @@ class EncoderPretrainModel(AbsESPnetModel):
             for batch in batches:
                 feats, lengths = self.backbone.features(batch["speech"], batch["speech_lengths"])
                 pooled = self.pooled_features(feats.float())
-                valid = lengths_to_mask(torch.div(lengths, self.backbone.subsampling, rounding_mode="floor"),
-                                        pooled.size(1))
+                valid = lengths_to_mask(self.pooled_lengths(lengths), pooled.size(1))
                 frames.append(pooled[valid].cpu())
                 count += frames[-1].size(0)
                 if count >= self.cluster_frames:
@@ -196,7 +200,7 @@ class EncoderPretrainModel(AbsESPnetModel):
         s = self.backbone.subsampling
         with torch.no_grad():
             target = self.targets(feats)  # (B, T // s)
-        out_lengths = torch.div(feat_lengths, s, rounding_mode="floor").clamp(max=target.size(1))
+        out_lengths = self.pooled_lengths(feat_lengths).clamp(max=target.size(1))
         mask = span_mask(out_lengths, target.size(1), self.mask_prob, self.mask_span).to(feats.device)
         offset = max(s // 2 - 1, 0)
         frame_mask = torch.zeros(feats.shape[:2], dtype=torch.bool, device=feats.device)
