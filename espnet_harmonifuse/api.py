@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from espnet_harmonifuse.decoding import beam_search, greedy_search, score_labels
-from espnet_harmonifuse.espnet_model import HarmoniFuseModel, pack
+from espnet_harmonifuse.decoder.inputs import pack
+from espnet_harmonifuse.espnet_model import HarmoniFuseModel
 from espnet_harmonifuse.utils.checkpoint import CheckpointError, load_state_dict_strict
 from espnet_harmonifuse.utils.device import autocast_method, resolve_device, resolve_dtype
 from espnet_harmonifuse.utils.hub import looks_like_repo_id, snapshot_dir

@@ -1,7 +1,5 @@
 """The HarmoniFuse model: gated, prompt-adaptively fused speech features read by an LLM."""
 
-import functools
-import logging
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -11,12 +9,15 @@ from espnet2.train.abs_espnet_model import AbsESPnetModel
 from espnet_harmonifuse.backbone.abs_backbone import AbsBackbone
 from espnet_harmonifuse.backbone.state_cache import BackboneStateCache, is_frozen
 from espnet_harmonifuse.decoder.abs_decoder import AbsDecoder
+from espnet_harmonifuse.decoder.inputs import pack
 from espnet_harmonifuse.decoding import score_labels
 from espnet_harmonifuse.fusion.abs_fusion import AbsFusion
 from espnet_harmonifuse.gate.abs_gate import AbsGate
 from espnet_harmonifuse.projector.abs_projector import AbsProjector
 from espnet_harmonifuse.task_spec import TaskSpec
 from espnet_harmonifuse.task_stats import task_accuracy
+from espnet_harmonifuse.utils.device import warn_if_bf16_emulated
+from espnet_harmonifuse.utils.distributed import hf_backbone_reasons, trainable
 from espnet_harmonifuse.utils.masking import lengths_to_mask
 
 IGNORE_ID = -1
@@ -237,7 +238,7 @@ class HarmoniFuseModel(AbsESPnetModel):
     ) -> Tuple[torch.Tensor, Dict[str, Optional[torch.Tensor]], torch.Tensor]:
         task_id = task_id.view(-1).long()
         if self.autocast_dtype is not None and not torch.is_autocast_enabled(speech.device.type):
-            _warn_if_emulated(speech.device.type, self.autocast_dtype)
+            warn_if_bf16_emulated(speech.device.type, self.autocast_dtype)
             with torch.autocast(speech.device.type, dtype=self.autocast_dtype):
                 return self.forward(speech, speech_lengths, text, text_lengths, task_id, **kwargs)
         if self.ctc_weight == 1.0:
@@ -375,16 +376,16 @@ class HarmoniFuseModel(AbsESPnetModel):
         ``find_unused_parameters`` (ESPnet's ``--unused_parameters true``), which the task sets."""
         reasons = []
         if self.ctc_weight == 1.0:
-            idle = [name for name in ("projector", "decoder") if _trainable(getattr(self, name))]
+            idle = [name for name in ("projector", "decoder") if trainable(getattr(self, name))]
             if idle:
                 reasons.append(f"model_conf.ctc_weight 1.0 (CTC only) never runs the trainable {' and '.join(idle)}")
-        elif self.ctc_weight > 0 and len(self.ctc_task_ids) < len(self.tasks) and _trainable(self.ctc_head):
+        elif self.ctc_weight > 0 and len(self.ctc_task_ids) < len(self.tasks) and trainable(self.ctc_head):
             other = [t.name for i, t in enumerate(self.tasks) if i not in self.ctc_task_ids]
             reasons.append(f"the CTC head (model_conf.ctc_weight) gets no gradient in batches of task(s) {other}")
         layer = getattr(self.fusion, "layer", None)  # a fusion that reads one layer (last_layer)
-        if layer is not None and layer < self.backbone.num_layers - 1 and _trainable(self.backbone):
+        if layer is not None and layer < self.backbone.num_layers - 1 and trainable(self.backbone):
             reasons.append(f"fusion_conf.layer {layer} leaves the trainable backbone's layers above it unused")
-        reasons += _hf_backbone_reasons(self.backbone)
+        reasons += hf_backbone_reasons(self.backbone)
         return reasons
 
     # ------------------------------------------------------------------ analysis
@@ -396,49 +397,3 @@ class HarmoniFuseModel(AbsESPnetModel):
             _, vec = self.embed_prompts(prompts)
             out[spec.name] = self.fusion.layer_weights(vec).cpu()
         return out
-
-
-@functools.lru_cache(maxsize=None)
-def _warn_if_emulated(device_type: str, dtype: torch.dtype) -> None:
-    if device_type == "cpu" and dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        logging.warning(
-            "model_conf.autocast_dtype: bfloat16 on a CPU without native bf16 (AVX512-BF16 or AMX) is emulated "
-            "and slower than float32: set model_conf.autocast_dtype: null"
-        )
-
-
-def _trainable(module: Optional[torch.nn.Module]) -> bool:
-    return module is not None and any(p.requires_grad for p in module.parameters())
-
-
-def _hf_backbone_reasons(backbone: torch.nn.Module) -> List[str]:
-    """A trainable Hugging Face speech model uses its SpecAugment mask embedding only when masking is on."""
-    model = getattr(backbone, "model", None)
-    config = getattr(model, "config", None)
-    spec = getattr(model, "masked_spec_embed", None)
-    if config is None or spec is None or not spec.requires_grad:
-        return []
-    if getattr(config, "apply_spec_augment", False) and getattr(config, "mask_time_prob", 0.0) > 0:
-        return []
-    return ["the trainable backbone's masked_spec_embed is unused (its SpecAugment masking is off)"]
-
-
-def pack(
-    parts: Sequence[Sequence[torch.Tensor]], left_pad: bool
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Concatenate each sample's parts ``(n_k, H)`` and pad the batch.
-
-    Returns ``(embeds (B, N, H), mask (B, N) bool, position_ids (B, N))``; the
-    position ids count real tokens only, so left-padded rows match unpadded ones.
-    """
-    seqs = [torch.cat(list(p), dim=0) for p in parts]
-    n = max(s.size(0) for s in seqs)
-    h = seqs[0].size(1)
-    embeds = seqs[0].new_zeros(len(seqs), n, h)
-    mask = torch.zeros(len(seqs), n, dtype=torch.bool, device=seqs[0].device)
-    for i, s in enumerate(seqs):
-        sl = slice(n - s.size(0), n) if left_pad else slice(0, s.size(0))
-        embeds[i, sl] = s
-        mask[i, sl] = True
-    positions = (mask.long().cumsum(1) - 1).clamp(min=0)
-    return embeds, mask, positions

@@ -30,6 +30,7 @@ from espnet2.train.abs_espnet_model import AbsESPnetModel
 
 from espnet_harmonifuse.backbone.abs_backbone import AbsBackbone
 from espnet_harmonifuse.task_spec import TaskSpec
+from espnet_harmonifuse.utils.device import warn_if_bf16_emulated
 from espnet_harmonifuse.utils.masking import lengths_to_mask
 
 
@@ -175,6 +176,7 @@ class EncoderPretrainModel(AbsESPnetModel):
             raise RuntimeError("encoder_pretrain: the cluster centroids are not fitted; the trainer fits them "
                                "before the first step (fit_clusters), or load a model that has them")
         if self.autocast_dtype is not None and not torch.is_autocast_enabled(speech.device.type):
+            warn_if_bf16_emulated(speech.device.type, self.autocast_dtype)
             with torch.autocast(speech.device.type, dtype=self.autocast_dtype):
                 return self.forward(speech, speech_lengths, text, text_lengths, task_id, **kwargs)
         batch = speech.size(0)

@@ -8,7 +8,7 @@ from conftest import ASR_TEXTS, EMOTIONS, TINY_TASKS, alone_and_batched, toy_wav
 
 from espnet_harmonifuse.api import HarmoniFuse
 from espnet_harmonifuse.decoding import score_labels
-from espnet_harmonifuse.espnet_model import pack
+from espnet_harmonifuse.decoder.inputs import pack
 from espnet_harmonifuse.tasks import HarmoniFuseTask
 
 

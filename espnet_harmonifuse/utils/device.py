@@ -2,6 +2,7 @@
 (float32, bfloat16, float16), checked with one message naming the fix."""
 
 import functools
+import logging
 from typing import Union
 
 import torch
@@ -60,3 +61,13 @@ def autocast_method(method):
             return method(self, *args, **kwargs)
 
     return wrapper
+
+
+@functools.lru_cache(maxsize=None)
+def warn_if_bf16_emulated(device_type: str, dtype: torch.dtype) -> None:
+    """Warn once where bf16 autocast on a CPU would be emulated (slower than float32)."""
+    if device_type == "cpu" and dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        logging.warning(
+            "model_conf.autocast_dtype: bfloat16 on a CPU without native bf16 (AVX512-BF16 or AMX) is emulated "
+            "and slower than float32: set model_conf.autocast_dtype: null"
+        )

@@ -11,6 +11,9 @@
 
 import argparse
 import logging
+from typing import List, Optional
+
+import torch
 
 
 def check_not_data_parallel(args: argparse.Namespace) -> None:
@@ -30,3 +33,20 @@ def set_unused_parameters(args: argparse.Namespace, model) -> None:
     if reasons and not getattr(args, "unused_parameters", False):
         logging.info(f"--unused_parameters true (DDP find_unused_parameters): {'; '.join(reasons)}")
         args.unused_parameters = True
+
+
+def trainable(module: Optional[torch.nn.Module]) -> bool:
+    """Whether a module has a parameter that trains (for the models' ``unused_parameter_reasons``)."""
+    return module is not None and any(p.requires_grad for p in module.parameters())
+
+
+def hf_backbone_reasons(backbone: torch.nn.Module) -> List[str]:
+    """A trainable Hugging Face speech model uses its SpecAugment mask embedding only when masking is on."""
+    model = getattr(backbone, "model", None)
+    config = getattr(model, "config", None)
+    spec = getattr(model, "masked_spec_embed", None)
+    if config is None or spec is None or not spec.requires_grad:
+        return []
+    if getattr(config, "apply_spec_augment", False) and getattr(config, "mask_time_prob", 0.0) > 0:
+        return []
+    return ["the trainable backbone's masked_spec_embed is unused (its SpecAugment masking is off)"]
