@@ -246,3 +246,15 @@ def test_make_results_empty(tmp_path):
 def test_np_confusion_dtype():
     res = ser(_imbalanced(), LABELS)
     assert res.confusion.dtype == np.int64 and res.num_utts == 10
+
+
+def test_stage_times_keep_the_shared_stages_and_this_models_latest_runs(tmp_path):
+    from espnet_harmonifuse.scoring.results_md import stage_times_md
+
+    tsv = tmp_path / "stage_times.tsv"
+    tsv.write_text("stage\tname\tseconds\tmodel_tag\n1\tdata_prep\t60.0\ttrain\n6\tpretrain\t300.0\ttrain\n"
+                   "6\ttrain\t400.0\ttrain\n6\ttrain\t50.0\tother\n10\tpack\t8.0\ttrain\n9\tplots\t11.0\ttrain\n"
+                   "6\ttrain\t390.0\ttrain\n2\tformat\t7.0\tother\n")
+    rows = stage_times_md(tsv, "train")[4:]
+    assert rows == ["| 1 | data_prep | 60.0 |", "| 2 | format | 7.0 |", "| 6 | pretrain | 300.0 |",
+                    "| 6 | train | 390.0 |", "| 9 | plots | 11.0 |", "| 10 | pack | 8.0 |"]

@@ -3,7 +3,7 @@
 
 Usage:
     python -m espnet_harmonifuse.bin.make_results --exp_dir EXP \
-        [--out EXP/RESULTS.md] [--title TITLE] [--extra_md FILE]
+        [--out EXP/RESULTS.md] [--title TITLE] [--extra_md FILE] [--stage_times TSV --model_tag TAG]
 """
 
 from __future__ import annotations
@@ -24,7 +24,10 @@ def get_parser() -> argparse.ArgumentParser:
                    help="Output markdown (default: EXP_DIR/RESULTS.md)")
     p.add_argument("--title", default="RESULTS", help="Top-level heading")
     p.add_argument("--extra_md", default=None,
-                   help="Markdown file appended verbatim (e.g. stage times)")
+                   help="Markdown file appended verbatim")
+    p.add_argument("--stage_times", default=None,
+                   help="the recipe's stage_times.tsv: a table of stages 1-5 and of --model_tag's 6-10")
+    p.add_argument("--model_tag", default="", help="the model whose stage times are listed")
     p.add_argument("--log_level", default="INFO")
     return p
 
@@ -39,7 +42,8 @@ def main(cmd: Optional[List[str]] = None) -> str:
     if not exp.is_dir():
         raise FileNotFoundError(f"--exp_dir not found: {exp}")
     out = args.out if args.out is not None else exp / "RESULTS.md"
-    path = write_results_md(exp, out, title=args.title, extra_md=args.extra_md)
+    path = write_results_md(exp, out, title=args.title, extra_md=args.extra_md,
+                            stage_times=args.stage_times, model_tag=args.model_tag)
     logging.info("Wrote %s", path)
     return path
 

@@ -178,10 +178,26 @@ def confusion_table(scores: Dict[str, object]) -> List[str]:
     return lines
 
 
+def stage_times_md(stage_times: PathLike, model_tag: str) -> List[str]:
+    """The wall times of a recipe's stages (``<expdir>/stage_times.tsv``: stage, name, seconds,
+    model_tag) as a table: stages 1-5, shared by all models, and this model's 6-10, the latest run of
+    each (stage 6 may have two rows, pretrain and train)."""
+    latest: Dict[tuple, str] = {}
+    path = Path(stage_times)
+    rows = path.read_text(encoding="utf-8").splitlines()[1:] if path.is_file() else []
+    for row in rows:
+        stage, name, seconds, tag = (row.split("\t") + [""] * 4)[:4]
+        if stage.isdigit() and (int(stage) < 6 or tag == model_tag):
+            latest[int(stage), name] = seconds
+    lines = [f"## Stage wall times ({stage_times})", "", "| stage | name | seconds |", "|---:|:---|---:|"]
+    return lines + [f"| {stage} | {name} | {seconds} |" for (stage, name), seconds in sorted(latest.items())]
+
+
 def make_results_md(
-    exp_dir: PathLike, title: str = "RESULTS", extra_md: Optional[PathLike] = None
+    exp_dir: PathLike, title: str = "RESULTS", extra_md: Optional[PathLike] = None,
+    stage_times: Optional[PathLike] = None, model_tag: str = "",
 ) -> str:
-    """Render the RESULTS.md text for ``exp_dir``."""
+    """Render the RESULTS.md text for ``exp_dir`` (+ the stage times of ``model_tag``)."""
     exp = Path(exp_dir)
     entries = collect_scores(exp)
     lines = [
@@ -213,6 +229,8 @@ def make_results_md(
             for e in ser:
                 lines += ["", f"#### Confusion matrix: {e.dataset}", ""]
                 lines += confusion_table(e.scores)
+    if stage_times is not None:
+        lines += [""] + stage_times_md(stage_times, model_tag)
     text = "\n".join(lines) + "\n"
     if extra_md is not None:
         extra = Path(extra_md)
@@ -227,9 +245,11 @@ def write_results_md(
     out: PathLike,
     title: str = "RESULTS",
     extra_md: Optional[PathLike] = None,
+    stage_times: Optional[PathLike] = None,
+    model_tag: str = "",
 ) -> str:
     """Write RESULTS.md to ``out`` and return its path."""
-    text = make_results_md(exp_dir, title, extra_md)
+    text = make_results_md(exp_dir, title, extra_md, stage_times, model_tag)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")

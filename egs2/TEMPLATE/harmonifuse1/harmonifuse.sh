@@ -171,15 +171,8 @@ run_logged() {  # run_logged <logfile> <command...>: run here, output to the ter
 }
 
 write_results() {  # RESULTS.md from the scores and the stage wall times so far
-    local _md=${model_dir}/stage_times.md
-    { echo "## Stage wall times (${stage_times})"; echo; echo "| stage | name | seconds |"; echo "|---:|:---|---:|"
-      # stages 1-5 are shared by all models; 6-10 are this model's (the latest run of each stage;
-      # stage 6 may have two rows: pretrain and train)
-      tail -n +2 "${stage_times}" 2>/dev/null | awk -F'\t' -v tag="${model_tag}" '$1 < 6 || $4 == tag {s[$1 "\t" $2]=$3}
-          END {for (k in s) {split(k, a, "\t"); printf "| %s | %s | %s |\n", a[1], a[2], s[k]}}' \
-          | sort -t'|' -k2,2n -k3,3 || true; } > "${_md}"
     run_logged "${model_dir}/logs/make_results.log" ${python} -m espnet_harmonifuse.bin.make_results \
-        --exp_dir "${model_dir}" --out "${model_dir}/RESULTS.md" --extra_md "${_md}"
+        --exp_dir "${model_dir}" --out "${model_dir}/RESULTS.md" --stage_times "${stage_times}" --model_tag "${model_tag}"
 }
 
 if need 1 1; then
