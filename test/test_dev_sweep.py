@@ -135,7 +135,7 @@ def test_dev_sweep_decodes_each_run_again_with_each_model_file(tmp_path, monkeyp
     assert "| default_nbest10 | the same run, decoded with valid.acc.ave_5best.pth | 17.00 |" in ds.markdown([rec])
     conf = ds.edited_config(ds.VARIANTS["default_lsm0.1"])
     assert conf["keep_nbest_models"] == [3, 5, 10] and conf["model_conf"]["lsm_weight"] == 0.1
-    assert conf["max_epoch"] == 35  # the recipe's default, not the benchmark's config
+    assert conf["max_epoch"] == 35  # the epochs it ran with (pinned), not the benchmark's config nor today's recipe
     assert ds.edited_config(ds.VARIANTS["default_nbest10"])["model_conf"]["lsm_weight"] == 0.0  # its baseline
     # both keep the 1:1 interleaving they were run with; default_ser2 is the 1:2 one, whatever the default is
     assert conf["multitask_schedule"] == "alternate"
