@@ -16,6 +16,7 @@ from espnet_harmonifuse.gate.abs_gate import AbsGate
 from espnet_harmonifuse.projector.abs_projector import AbsProjector
 from espnet_harmonifuse.task_spec import TaskSpec
 from espnet_harmonifuse.task_stats import task_accuracy
+from espnet_harmonifuse.utils.ctc import ctc_per_utterance
 from espnet_harmonifuse.utils.device import warn_if_bf16_emulated
 from espnet_harmonifuse.utils.distributed import hf_backbone_reasons, trainable
 from espnet_harmonifuse.utils.masking import lengths_to_mask
@@ -299,16 +300,8 @@ class HarmoniFuseModel(AbsESPnetModel):
         stats["loss_ctc"] = torch.tensor(float("nan"), device=loss.device)
         if not sel.any():
             return loss, stats
-        logp = torch.log_softmax(self.ctc_head(extra["selected"][sel]).float(), dim=-1)
-        ctc = torch.nn.functional.ctc_loss(
-            logp.transpose(0, 1),
-            text[sel].clamp(min=0),
-            extra["selected_lengths"][sel],
-            text_lengths[sel],
-            blank=logp.size(-1) - 1,
-            reduction="sum",
-            zero_infinity=True,
-        ) / sel.sum()
+        ctc = ctc_per_utterance(self.ctc_head(extra["selected"][sel]), extra["selected_lengths"][sel], text[sel],
+                                text_lengths[sel])
         stats["loss_ctc"] = ctc.detach().unsqueeze(0)
         loss = (1 - self.ctc_weight) * loss + self.ctc_weight * ctc
         stats["loss"] = loss.detach()

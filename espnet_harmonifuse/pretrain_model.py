@@ -30,6 +30,7 @@ from espnet2.train.abs_espnet_model import AbsESPnetModel
 
 from espnet_harmonifuse.backbone.abs_backbone import AbsBackbone
 from espnet_harmonifuse.task_spec import TaskSpec
+from espnet_harmonifuse.utils.ctc import ctc_per_utterance
 from espnet_harmonifuse.utils.device import warn_if_bf16_emulated
 from espnet_harmonifuse.utils.masking import lengths_to_mask
 
@@ -55,12 +56,12 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 25, seed: int = 0) -> torch.Ten
 def span_mask(lengths: torch.Tensor, total: int, prob: float, span: int, generator=None) -> torch.Tensor:
     """``(B, total)`` bool: spans of ``span`` frames starting with probability ``prob / span`` at each
     valid frame, cut at each utterance's end."""
-    starts = torch.rand(lengths.size(0), total, generator=generator) < prob / span
-    starts = starts & lengths_to_mask(lengths.cpu(), total)
+    valid = lengths_to_mask(lengths.cpu(), total)
+    starts = (torch.rand(lengths.size(0), total, generator=generator) < prob / span) & valid
     mask = torch.zeros_like(starts)
     for offset in range(span):
         mask[:, offset:] |= starts[:, : total - offset]
-    return mask & lengths_to_mask(lengths.cpu(), total)
+    return mask & valid
 
 
 class EncoderPretrainModel(AbsESPnetModel):
@@ -110,19 +111,23 @@ class EncoderPretrainModel(AbsESPnetModel):
         self.ctc_head = torch.nn.Linear(dim, vocab_size + 1) if ctc_weight > 0 else None  # blank: the last class
 
     # ------------------------------------------------------------------ targets
+    @property
+    def _pool_offset(self) -> int:
+        """The first input frame of the pooled windows: each window is centred on its output frame's
+        receptive field."""
+        return max(self.backbone.subsampling // 2 - 1, 0)
+
     def pooled_features(self, feats: torch.Tensor) -> torch.Tensor:
-        """``(B, T // s, F)``: the features averaged over each output frame's stride ``s``, centred
-        on the frame's receptive field."""
-        s = self.backbone.subsampling
-        offset = max(s // 2 - 1, 0)
+        """``(B, T // s, F)``: the features averaged over each output frame's stride ``s``."""
+        s, offset = self.backbone.subsampling, self._pool_offset
         usable = (feats.size(1) - offset) // s
         x = feats[:, offset : offset + usable * s]
         return x.reshape(x.size(0), usable, s, x.size(2)).mean(2)
 
     def pooled_lengths(self, feat_lengths: torch.Tensor) -> torch.Tensor:
         """The pooled frames of each utterance whose window lies inside its valid features."""
-        s = self.backbone.subsampling
-        return torch.div((feat_lengths - max(s // 2 - 1, 0)).clamp(min=0), s, rounding_mode="floor")
+        return torch.div((feat_lengths - self._pool_offset).clamp(min=0), self.backbone.subsampling,
+                         rounding_mode="floor")
 
     @property
     def fitted(self) -> bool:
@@ -204,7 +209,7 @@ class EncoderPretrainModel(AbsESPnetModel):
             target = self.targets(feats)  # (B, T // s)
         out_lengths = self.pooled_lengths(feat_lengths).clamp(max=target.size(1))
         mask = span_mask(out_lengths, target.size(1), self.mask_prob, self.mask_span).to(feats.device)
-        offset = max(s // 2 - 1, 0)
+        offset = self._pool_offset
         frame_mask = torch.zeros(feats.shape[:2], dtype=torch.bool, device=feats.device)
         frame_mask[:, offset : offset + target.size(1) * s] = mask.repeat_interleave(s, dim=1)
         masked = torch.where(frame_mask.unsqueeze(-1), self.mask_embedding.to(feats.dtype), feats)
@@ -222,11 +227,7 @@ class EncoderPretrainModel(AbsESPnetModel):
 
     def _ctc(self, feats, feat_lengths, text, text_lengths) -> torch.Tensor:
         states, lengths = self.backbone.encode(feats, feat_lengths)
-        logp = torch.log_softmax(self.ctc_head(states[-1]).float(), dim=-1)
-        return torch.nn.functional.ctc_loss(
-            logp.transpose(0, 1), text.clamp(min=0), lengths, text_lengths,
-            blank=logp.size(-1) - 1, reduction="sum", zero_infinity=True,
-        ) / text.size(0)
+        return ctc_per_utterance(self.ctc_head(states[-1]), lengths, text, text_lengths)
 
     def unused_parameter_reasons(self) -> List[str]:
         """Why some trainable parameters get no gradient in some batches (DDP's find_unused_parameters)."""

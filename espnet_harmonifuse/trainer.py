@@ -219,7 +219,7 @@ def fit_targets(model, train_iter_factory, options) -> None:
     inner = getattr(model, "module", model)
     if model is None or not hasattr(inner, "fit_clusters") or inner.fitted:
         return
-    if getattr(options, "resume", False) and (Path(options.output_dir) / "checkpoint.pth").exists():
+    if getattr(options, "resume", False) and (Path(options.output_dir) / CHECKPOINT).exists():
         return
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     if not distributed or torch.distributed.get_rank() == 0:
