@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, Sequence, Set
 
-from espnet_harmonifuse.scoring.asr_metrics import UttScore, align
+from espnet_harmonifuse.scoring.asr_metrics import ErrorCounts, UttScore, _pct, align
 from espnet_harmonifuse.scoring.text_norm import normalize_text, word_tokens
 
 CLASSES = ("iv", "oov")
@@ -24,10 +24,6 @@ CLASSES = ("iv", "oov")
 def vocabulary(texts: Iterable[str], keep_case: bool = False, remove_punct: bool = True) -> Set[str]:
     """The words of ``texts`` (transcripts), normalised as the scoring normalises them."""
     return {w for t in texts for w in word_tokens(normalize_text(t, keep_case, remove_punct))}
-
-
-def _pct(x: int, n: int) -> float:
-    return 100.0 * x / n if n else 0.0
 
 
 def split_rates(utts: Sequence[UttScore], vocab: Set[str]) -> Dict[str, Dict[str, float]]:
@@ -43,7 +39,7 @@ def split_rates(utts: Sequence[UttScore], vocab: Set[str]) -> Dict[str, Dict[str
             c[2] += len(ref)
             if op != "C":
                 c[1] += 1
-                c[3] += len(ref) if hyp is None else sum(o != "C" for o, _, _ in align(list(ref), list(hyp)))
+                c[3] += len(ref) if hyp is None else ErrorCounts.from_ops(align(list(ref), list(hyp))).num_err
     return {
         name: {"num_words": w, "num_word_err": we, "wer": _pct(we, w),
                "num_chars": ch, "num_char_err": ce, "cer": _pct(ce, ch)}
