@@ -7,8 +7,8 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from espnet_harmonifuse.decoding import beam_search, greedy_search, score_labels
 from espnet_harmonifuse.decoder.inputs import pack
+from espnet_harmonifuse.decoding import beam_search, greedy_search, score_labels
 from espnet_harmonifuse.espnet_model import HarmoniFuseModel
 from espnet_harmonifuse.utils.checkpoint import CheckpointError, load_state_dict_strict
 from espnet_harmonifuse.utils.device import autocast_method, resolve_device, resolve_dtype
@@ -54,6 +54,30 @@ def _rebase_paths(args, base: Path) -> None:
             setattr(args, key, str(base / value))
 
 
+def load_model(path: Union[str, Path], model_file: Optional[str] = None, revision: Optional[str] = None):
+    """``(model, args, (config.yaml, model file))``: the model a config describes (HarmoniFuse or an
+    encoder pre-training), on the CPU, with the weights of ``model_file`` loaded strictly; ``path`` as
+    :func:`resolve_model_dir` takes it."""
+    import argparse
+
+    import yaml
+
+    from espnet_harmonifuse.builder import build_model
+
+    config, mf = resolve_model_dir(path, model_file, revision)
+    with open(config, encoding="utf-8") as f:
+        args = argparse.Namespace(**yaml.safe_load(f))
+    _rebase_paths(args, config.parent)
+    model = build_model(args)
+    try:
+        load_state_dict_strict(model, mf, config)
+    except CheckpointError as e:
+        if Path(path).suffix == ".zip":  # its cache dir alone would not say which model
+            raise CheckpointError(f"packed model '{path}': {e}") from None
+        raise
+    return model, args, (config, mf)
+
+
 class HarmoniFuse:
     """A trained HarmoniFuse model ready to decode.
 
@@ -90,25 +114,9 @@ class HarmoniFuse:
     ) -> "HarmoniFuse":
         """Load an exp dir, a packed .zip or a Hub model ``org/name`` (``revision``: its branch, tag or
         commit) onto ``device`` (cpu, cuda, cuda:N) in ``dtype`` (float32, bfloat16, float16)."""
-        import argparse
-
-        import yaml
-
-        from espnet_harmonifuse.builder import build_model
-
         resolve_device(device)  # a wrong device or dtype stops before the model is built
         resolve_dtype(dtype)
-        config, mf = resolve_model_dir(path, model_file, revision)
-        with open(config, encoding="utf-8") as f:
-            args = argparse.Namespace(**yaml.safe_load(f))
-        _rebase_paths(args, config.parent)
-        model = build_model(args)
-        try:
-            load_state_dict_strict(model, mf, config)
-        except CheckpointError as e:
-            if Path(path).suffix == ".zip":  # its cache dir alone would not say which model
-                raise CheckpointError(f"packed model '{path}': {e}") from None
-            raise
+        model, args, (config, mf) = load_model(path, model_file, revision)
         logging.info(f"loaded {mf} with {config} on {device}{f' in {dtype}' if dtype else ''}")
         return cls(model, args, device, dtype)
 

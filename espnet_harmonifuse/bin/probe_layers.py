@@ -188,25 +188,15 @@ def asr_probe(backbone, train_dir: str, eval_dirs: Sequence[str], bpemodel: str,
 
 def load_backbone(model_dir: str, model_file: Optional[str] = None):
     """The backbone of any trained model (HarmoniFuse or an encoder pre-training): exp dir or zip."""
-    import argparse as _argparse
-
     import yaml
 
-    from espnet_harmonifuse.api import _rebase_paths, resolve_model_dir
-    from espnet_harmonifuse.builder import build_model
-    from espnet_harmonifuse.utils.checkpoint import load_state_dict_strict
+    from espnet_harmonifuse.api import load_model
 
     if model_file is None and (Path(model_dir) / "valid.loss.best.pth").is_file():
         with open(Path(model_dir) / "config.yaml", encoding="utf-8") as f:
             if yaml.safe_load(f).get("model") == "encoder_pretrain":
-                model_file = "valid.loss.best.pth"
-    config, mf = resolve_model_dir(model_dir, model_file)
-    with open(config, encoding="utf-8") as f:
-        args = _argparse.Namespace(**yaml.safe_load(f))
-    _rebase_paths(args, config.parent)
-    model = build_model(args)
-    load_state_dict_strict(model, mf, config)
-    return model.backbone
+                model_file = "valid.loss.best.pth"  # what a pre-training's exp dir has (not an average)
+    return load_model(model_dir, model_file)[0].backbone
 
 
 def table(ser: Dict[str, List[float]], asr: Dict[str, List[float]]) -> List[str]:
