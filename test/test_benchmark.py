@@ -138,6 +138,57 @@ def test_table_lists_every_invocation_that_produced_it(fake_bench):
     assert block == ["# 2026-01-01T10:00:00", "bench --seeds 0", "# 2026-01-02T09:30:00", "bench --max_hours 1.4"]
 
 
+@pytest.fixture
+def paired_bench(tmp_path):
+    b = tmp_path / "bench"
+    full = b / "full"
+    # WER harmonifuse - naive at seeds 0, 1, 2: 11-10, 12-10, 13-10 = [1, 2, 3]: mean 2, sd 1,
+    # CI 2 ± t(0.975, 2) 4.3027 · 1 / √3 = [-0.484, 4.484]
+    # UA: 70-60, 72-61, 74-62 = [10, 11, 12]: mean 11, sd 1, CI 11 ± 2.484 = [8.516, 13.484] (excludes 0)
+    for k, (wer, ua) in enumerate([(11.0, 70.0), (12.0, 72.0), (13.0, 74.0)]):
+        _scores(full / "harmonifuse" / f"seed{k}", asr=(wer, wer / 2), ser=(ua, ua, ua - 1))
+        _scores(full / "naive_multitask" / f"seed{k}", asr=(10.0, 5.0), ser=(60.0 + k, 60.0, 59.0 + k))
+    _scores(full / "harmonifuse" / "seed3", asr=(20.0, 10.0), ser=(90.0, 90.0, 90.0))  # no naive seed 3
+    _scores(full / "naive_multitask" / "seed5", asr=(0.0, 0.0), ser=(0.0, 0.0, 0.0))  # no harmonifuse seed 5
+    _scores(full / "harmonifuse" / "seed4", asr=(50.0, 50.0), ser=(0.0, 0.0, 0.0))  # failed: not paired
+    _record(full / "harmonifuse" / "seed4", status="failed")
+    _scores(full / "naive_multitask" / "seed4", asr=(0.0, 0.0), ser=(99.0, 99.0, 99.0))
+    _scores(full / "asr_only" / "seed0", asr=(9.0, 4.0))  # one paired seed: no interval
+    return b
+
+
+def test_paired_differences_t_interval_over_the_seeds_both_finished(paired_bench):
+    runs = table.collect(paired_bench)
+    d = table.paired_differences(runs, "full", "harmonifuse", "naive_multitask", "wer")
+    assert d["n"] == 3 and d["seeds"] == [0, 1, 2]  # seeds 3, 5 are missing in one system, 4 failed
+    assert (d["mean"], d["sd"]) == pytest.approx((2.0, 1.0))
+    assert d["ci"] == pytest.approx((-0.484, 4.484), abs=1e-3)
+    assert d["ci"][1] - 2.0 == pytest.approx(4.302653 / math.sqrt(3))
+    ua = table.paired_differences(runs, "full", "harmonifuse", "naive_multitask", "ua")
+    assert (ua["mean"], ua["sd"]) == pytest.approx((11.0, 1.0)) and ua["ci"] == pytest.approx((8.516, 13.484), abs=1e-3)
+    one = table.paired_differences(runs, "full", "harmonifuse", "asr_only", "wer")
+    assert one["n"] == 1 and one["mean"] == pytest.approx(2.0) and one["ci"] is None
+    none = table.paired_differences(runs, "full", "harmonifuse", "ser_only", "ua")
+    assert none["n"] == 0 and none["seeds"] == [] and none["ci"] is None
+
+
+def test_table_markdown_paired_differences(paired_bench):
+    text = Path(table.write_all(paired_bench)).read_text()
+    section = text.split("## Paired differences (95 % CI, paired by seed)", 1)[1].split("\n## ", 1)[0]
+    assert text.index("## full") < text.index("## Paired differences") < text.index("## Per run")
+    assert "WER/CER: negative = HarmoniFuse better; SER UA/macro-F1: positive = HarmoniFuse better." in section
+    assert "| `harmonifuse` − `naive_multitask` | WER | 3 | +2.00 | [-0.48, 4.48] | 0, 1, 2 |" in section
+    assert "| `harmonifuse` − `naive_multitask` | SER UA | 3 | +11.00 | [8.52, 13.48] * | 0, 1, 2 |" in section
+    assert "n < 2 (no interval): `harmonifuse` − `asr_only` WER (n = 1); `harmonifuse` − `asr_only` CER (n = 1); " \
+           "`harmonifuse` − `ser_only` SER UA (n = 0)" in section
+    assert "`asr_only` | WER" not in section
+    # a stale run is left out of the pairs as of the table: naive seed 2 -> differences [1, 2]:
+    # mean 1.5, sd 0.7071, CI 1.5 ± t(0.975, 1) 12.706 · 0.7071 / √2 = [-4.85, 7.85]
+    _record(paired_bench / "full" / "naive_multitask" / "seed2", config_digest="old")
+    text = Path(table.write_all(paired_bench, digests={"naive_multitask": "new"})).read_text()
+    assert "| `harmonifuse` − `naive_multitask` | WER | 2 | +1.50 | [-4.85, 7.85] | 0, 1 |" in text
+
+
 # ------------------------------------------------------------------------- planning / resume
 def test_plan_marks_runs_with_all_scores_done(tmp_path):
     b = tmp_path / "bench"
@@ -160,6 +211,25 @@ def test_plan_marks_runs_with_all_scores_done(tmp_path):
     assert [r.key for r in only] == ["full/harmonifuse/seed0", "full/espnet_cls/seed0"]
     with pytest.raises(ValueError, match="unknown system"):
         bench_run.plan_runs(b, ["full"], [0], only=["nope"], sets=SETS)
+
+
+def test_plan_runs_the_ablations_for_their_own_seeds(tmp_path):
+    b = tmp_path / "bench"
+    runs = bench_run.plan_runs(b, ["full", "low"], [0, 1, 2, 3, 4], sets=SETS, ablation_seeds=[0, 1, 2])
+    per_system = Counter(r.system for r in runs if r.size == "full")
+    assert per_system["static_fusion"] == per_system["no_gate"] == 3
+    assert {r.seed for r in runs if r.system in ("static_fusion", "no_gate")} == {0, 1, 2}
+    for s in ("harmonifuse", "naive_multitask", "asr_only", "ser_only", "espnet_asr", "espnet_cls"):
+        assert per_system[s] == 5, s
+    assert per_system["pocketsphinx"] == 1
+    assert Counter(r.seed for r in runs if r.size == "low") == {k: 4 for k in range(5)}
+    assert len(runs) == 6 * 5 + 1 + 2 * 3 + 4 * 5
+    assert [r.seed for r in runs] == sorted(r.seed for r in runs)  # still seed-major
+    # an ablation seed outside --seeds is planned for the ablations alone
+    only = bench_run.plan_runs(b, ["full"], [0], only=["harmonifuse", "no_gate"], sets=SETS, ablation_seeds=[1])
+    assert [r.key for r in only] == ["full/harmonifuse/seed0", "full/no_gate/seed1"]
+    same = bench_run.plan_runs(b, ["full"], [0, 1], sets=SETS, ablation_seeds=None)  # None: as without it
+    assert [r.key for r in same] == [r.key for r in bench_run.plan_runs(b, ["full"], [0, 1], sets=SETS)]
 
 
 def test_plan_flags_runs_done_with_another_config(tmp_path):
@@ -237,6 +307,35 @@ def test_dry_run_lists_the_plan(tmp_path, capsys, monkeypatch):
     assert bench_run.main(["--recipe_dir", str(recipe), "--seeds", "0", "--sizes", "low", "--dry_run"]) == 0
     out = capsys.readouterr().out
     assert "done  low/asr_only/seed0" in out and "todo  low/harmonifuse/seed0" in out and "3 of 4 runs to do" in out
+
+
+def test_ablation_seeds_option_is_planned_and_recorded(tmp_path, capsys, monkeypatch):
+    """--ablation_seeds: the ablations' seeds in the dry-run plan, and in benchmark.json (here every
+    planned run is done, so the command only records itself and writes the table)."""
+    import logging
+
+    recipe = tmp_path / "recipe"
+    (recipe / "conf").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    argv = ["--recipe_dir", str(recipe), "--seeds", "0,1", "--ablation_seeds", "0", "--sizes", "full",
+            "--only", "harmonifuse,no_gate"]
+    assert bench_run.main(argv + ["--dry_run"]) == 0
+    out = capsys.readouterr().out
+    assert "seeds 0,1; ablations (static_fusion, no_gate): seeds 0" in out
+    assert "todo  full/no_gate/seed0" in out and "no_gate/seed1" not in out and "3 of 3 runs to do" in out
+    b = recipe / "bench" / "full"
+    for d in (b / "harmonifuse" / "seed0", b / "harmonifuse" / "seed1", b / "no_gate" / "seed0"):
+        _scores(d, asr=(1, 1), ser=(1, 1, 1))
+    handlers = list(logging.getLogger().handlers)
+    try:
+        assert bench_run.main(argv) == 0
+    finally:  # main logs to BENCH/benchmark.log: detach that handler again
+        for h in set(logging.getLogger().handlers) - set(handlers):
+            logging.getLogger().removeHandler(h)
+            h.close()
+    inv = json.loads((recipe / "bench" / "benchmark.json").read_text())["invocations"][-1]
+    assert inv["seeds"] == [0, 1] and inv["ablation_seeds"] == [0]
+    assert bench_run.get_parser().parse_args([]).ablation_seeds == ""  # default: the --seeds
 
 
 def test_missing_benchmark_package_stops_before_any_work(tmp_path, capsys, caplog, monkeypatch):

@@ -7,6 +7,8 @@
 #   ../../../benchmarks/mini_emo/benchmark.sh              # seeds 0,1,2; sizes full,low; all systems
 #   ../../../benchmarks/mini_emo/benchmark.sh --max_hours 1.8   # start no run after 1.8 h (rerun later)
 #   ../../../benchmarks/mini_emo/benchmark.sh --only harmonifuse,naive_multitask --seeds 0
+#   ../../../benchmarks/mini_emo/benchmark.sh --seeds 0,1,2,3,4 --ablation_seeds 0,1,2
+#                                                          # 5 seeds, 3 for the ablations (static_fusion, no_gate)
 #   ../../../benchmarks/mini_emo/benchmark.sh --dry_run    # the plan: which runs are done / to do
 #   ../../../benchmarks/mini_emo/benchmark.sh --smoke      # 1 epoch of 4 batches everywhere, into bench/smoke/
 #                                                          # (CI-sized data is made only where there is none)

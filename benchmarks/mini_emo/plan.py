@@ -28,6 +28,7 @@ class System:
     config: Optional[str]  # training config (in CONF_DIR)
     label: str  # row label of the table
     seeded: bool = True  # False: deterministic, no training: run for the first seed only
+    ablation: bool = False  # an ablation of HarmoniFuse: run for plan_runs' ablation_seeds
 
 
 SYSTEMS: Dict[str, System] = {
@@ -36,9 +37,9 @@ SYSTEMS: Dict[str, System] = {
         System("harmonifuse", "harmonifuse", ("asr", "ser"), conf("train_harmonifuse.yaml"),
                "HarmoniFuse (prompt-adaptive fusion + task gate)"),
         System("static_fusion", "harmonifuse", ("asr", "ser"), conf("train_static_fusion.yaml"),
-               "HarmoniFuse, static fusion"),
+               "HarmoniFuse, static fusion", ablation=True),
         System("no_gate", "harmonifuse", ("asr", "ser"), conf("train_no_gate.yaml"),
-               "HarmoniFuse, no gate"),
+               "HarmoniFuse, no gate", ablation=True),
         System("naive_multitask", "harmonifuse", ("asr", "ser"), conf("train_naive_multitask.yaml"),
                "Naive multi-task (static fusion, no gate)"),
         System("asr_only", "harmonifuse", ("asr",), conf("train_asr_only.yaml"), "Single-task ASR"),
@@ -151,9 +152,11 @@ def read_record(run_dir_: Path) -> Dict:
 
 def plan_runs(bench_dir: Path, sizes: Sequence[str], seeds: Sequence[int], only: Optional[Sequence[str]] = None,
               sets: Optional[Dict[str, Dict[str, str]]] = None,
-              config_digests: Optional[Dict[str, str]] = None) -> List[Run]:
+              config_digests: Optional[Dict[str, str]] = None,
+              ablation_seeds: Optional[Sequence[int]] = None) -> List[Run]:
     """Every (size, system, seed) to run, seed-major (one seed of everything first), each marked
-    ``done`` when its scores are present; ``stale`` when done with another config than now."""
+    ``done`` when its scores are present; ``stale`` when done with another config than now.
+    The ablation systems run for ``ablation_seeds`` (default: ``seeds``), the others for ``seeds``."""
     sets = sets or Context().sets
     for s in only or []:
         if s not in SYSTEMS:
@@ -161,13 +164,15 @@ def plan_runs(bench_dir: Path, sizes: Sequence[str], seeds: Sequence[int], only:
     for size in sizes:
         if size not in SIZE_SYSTEMS:
             raise ValueError(f"unknown size '{size}'; sizes: {', '.join(SIZE_SYSTEMS)}")
+    ablation_seeds = list(seeds if ablation_seeds is None else ablation_seeds)
     runs = []
-    for i, seed in enumerate(seeds):
+    for seed in dict.fromkeys([*seeds, *ablation_seeds]):  # both lists' seeds, in order, once each
         for size in sizes:
             for name in SIZE_SYSTEMS[size]:
-                if only and name not in only:
+                own = ablation_seeds if SYSTEMS[name].ablation else list(seeds)
+                if (only and name not in only) or seed not in own:
                     continue
-                if not SYSTEMS[name].seeded and i > 0:
+                if not SYSTEMS[name].seeded and seed != own[0]:
                     continue
                 d = run_dir(bench_dir, size, name, seed)
                 done = is_done(d, name, sets)

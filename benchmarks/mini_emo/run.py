@@ -6,12 +6,18 @@ sets it)::
 
     cd egs2/mini_emo/harmonifuse1
     PYTHONPATH=../../.. python -m benchmarks.mini_emo.run --recipe_dir . --seeds 0,1,2 --sizes full,low \\
-        [--only harmonifuse,naive_multitask] [--max_hours 1.8] [--dry_run] [--smoke]
+        [--ablation_seeds 0,1] [--only harmonifuse,naive_multitask] [--max_hours 1.8] [--dry_run] [--smoke]
+
+    # 5 seeds of the full model, naive multi-task and single-task models, 3 of the ablations
+    PYTHONPATH=../../.. python -m benchmarks.mini_emo.run --recipe_dir . --seeds 0,1,2,3,4 --ablation_seeds 0,1,2
 
 Systems (rows of the table): the HarmoniFuse configs (``harmonifuse`` and its ablations: override
 files in conf/ next to this file, on the recipe's conf/train.yaml at the benchmark's fixed budget,
 conf/budget.yaml), ESPnet's own ASR and classification models (espnet_baselines.py) and
-pocketsphinx's pretrained en-us model (no training; run once).
+pocketsphinx's pretrained en-us model (no training; run once). Every system runs for ``--seeds``
+but the ablations (``static_fusion``, ``no_gate``), which run for ``--ablation_seeds`` (default:
+the same). Seed k is the same ``--seed`` for every system, each HarmoniFuse system starting from
+the size's one pre-trained encoder, so table.py pairs the systems' runs by seed.
 Sizes: ``full`` (all training data) and ``low`` (``--low_fraction`` of each corpus's training
 set, stratified by emotion label for SER and by speaker for ASR, fixed by ``--subset_seed``;
 dev and test sets are the full ones); ``low`` runs only single-task, naive multi-task and the
@@ -56,6 +62,7 @@ from benchmarks.mini_emo.runners import execute
 
 logger = logging.getLogger("benchmark")
 LOG_FORMAT = "%(asctime)s (benchmark) %(levelname)s: %(message)s"
+ABLATIONS = [name for name, s in SYSTEMS.items() if s.ablation]
 
 
 def machine_info() -> Dict[str, object]:
@@ -101,6 +108,8 @@ def get_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--recipe_dir", default=".", help="the recipe (run.sh, conf/, local/)")
     p.add_argument("--seeds", default="0,1,2", help="comma list of training seeds")
+    p.add_argument("--ablation_seeds", default="",
+                   help=f"comma list of the ablations' seeds ({', '.join(ABLATIONS)}; default: the --seeds)")
     p.add_argument("--sizes", default="full,low", help=f"comma list of {list(SIZE_SYSTEMS)}")
     p.add_argument("--only", default="", help=f"comma list of systems to run (default all): {', '.join(SYSTEMS)}")
     p.add_argument("--bench_dir", default=None, help="output dir, relative to the recipe (default: bench; bench/smoke with --smoke)")
@@ -147,13 +156,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         inference_model=args.inference_model, inference_nj=args.inference_nj,
     )
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    ablation_seeds = [int(s) for s in args.ablation_seeds.split(",") if s.strip()] or seeds
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     only = [s.strip() for s in args.only.split(",") if s.strip()] or None
     digests = current_digests(ctx)
-    runs = plan_runs(ctx.bench_dir, sizes, seeds, only, ctx.sets, digests)
+    runs = plan_runs(ctx.bench_dir, sizes, seeds, only, ctx.sets, digests, ablation_seeds)
     todo = [r for r in runs if not r.done or (r.stale and args.rerun_stale)]
     missing = missing_modules(todo)
     if args.dry_run:
+        print(f"seeds {','.join(map(str, seeds))}; ablations ({', '.join(ABLATIONS)}): "
+              f"seeds {','.join(map(str, ablation_seeds))}")
         for r in runs:
             state = "stale" if r.stale else ("done" if r.done else "todo")
             print(f"{state:5s} {r.key}  ({r.run_dir})")
@@ -175,7 +187,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     meta["machine"] = machine_info()
     meta["invocations"].append({
         "command": shlex.join([sys.executable, "-m", "benchmarks.mini_emo.run", *(argv or sys.argv[1:])]),
-        "started": datetime.datetime.now().isoformat(timespec="seconds"), "seeds": seeds, "sizes": sizes,
+        "started": datetime.datetime.now().isoformat(timespec="seconds"), "seeds": seeds,
+        "ablation_seeds": ablation_seeds, "sizes": sizes,
         "only": only, "smoke": ctx.smoke, "low_fraction": ctx.low_fraction, "subset_seed": ctx.subset_seed,
     })
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The benchmark's results: a markdown table (mean ± std over seeds) and the layer-weight plot.
+"""The benchmark's results: a markdown table (mean ± std over seeds, paired differences with 95 %
+confidence intervals) and the layer-weight plot.
 
     cd egs2/mini_emo/harmonifuse1
     PYTHONPATH=../../.. python -m benchmarks.mini_emo.table --bench_dir bench [--out bench/RESULTS.md]
@@ -8,10 +9,12 @@ Reads ``BENCH/<size>/<system>/seed<k>/``: the metrics from ``decode_bench/<test_
 scores.json`` (ASR: WER, CER; SER: UA, WA, macro-F1), the parameter counts and training wall time
 from ``bench_run.json``. A seed counts for a metric when its scores.json exists, so a missing or
 failed seed just lowers ``n``. The standard deviation is the sample one (ddof=1) over seeds; with
-one seed none is shown. Also writes ``BENCH/layer_weights.png`` (size full) and
-``BENCH/layer_weights_<size>.png`` (other sizes): the per-task layer weights of the
-prompt-adaptive models (mean over seeds and prompts, band = min..max), with the single vector of
-the static-fusion models.
+one seed none is shown. HarmoniFuse is compared with naive multi-task and the single-task models
+by paired differences: runs of the same seed pair up (the same training seed, from the size's one
+pre-trained encoder), with the t interval of the mean difference. Also writes
+``BENCH/layer_weights.png`` (size full) and ``BENCH/layer_weights_<size>.png`` (other sizes): the
+per-task layer weights of the prompt-adaptive models (mean over seeds and prompts, band =
+min..max), with the single vector of the static-fusion models.
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ METRICS = {  # key -> (column header, task)
     "ua": ("SER UA", "ser"), "wa": ("SER WA", "ser"), "macro_f1": ("SER macro-F1", "ser"),
 }
 SIZE_TITLES = {"full": "full training data", "low": "low data"}
+BAD_STATUS = ("failed", "interrupted")
+# the paired comparisons: PAIRED_BASE minus each system, on the metrics of the tasks they share
+PAIRED_BASE = "harmonifuse"
+PAIRED = (("naive_multitask", ("wer", "cer", "ua", "macro_f1")), ("asr_only", ("wer", "cer")),
+          ("ser_only", ("ua", "macro_f1")))
 
 
 def _system_info():
@@ -81,10 +89,9 @@ def aggregate(runs: Sequence[Dict]) -> Dict[Tuple[str, str], Dict]:
             vals = [r["metrics"][m] for r in rs if m in r["metrics"]]
             if vals:
                 agg[m] = (*mean_std(vals), len(vals))
-        bad = ("failed", "interrupted")
-        finished = [r for r in rs if r["metrics"] and r["record"].get("status") not in bad]
+        finished = [r for r in rs if r["metrics"] and r["record"].get("status") not in BAD_STATUS]
         agg["seeds"] = sorted(r["seed"] for r in finished)
-        agg["failed"] = sorted(r["seed"] for r in rs if r["record"].get("status") in bad)
+        agg["failed"] = sorted(r["seed"] for r in rs if r["record"].get("status") in BAD_STATUS)
         for k in ("params", "trainable_params"):
             vals = [r["record"][k] for r in finished if r["record"].get(k) is not None]
             agg[k] = int(round(float(np.mean(vals)))) if vals else None
@@ -92,6 +99,64 @@ def aggregate(runs: Sequence[Dict]) -> Dict[Tuple[str, str], Dict]:
         agg["train_seconds"] = (*mean_std(walls), len(walls)) if walls else None
         out[key] = agg
     return out
+
+
+def paired_differences(runs: Sequence[Dict], size: str, system_a: str, system_b: str, metric: str) -> Dict:
+    """``system_a`` − ``system_b`` on ``metric`` at ``size``, paired by seed over the seeds where both
+    runs have the metric and neither failed: ``{"n", "mean", "sd", "ci", "seeds"}``, ``sd`` the
+    sample one (ddof=1) of the differences, ``ci`` the 95 % interval mean ± t_{0.975, n-1} · sd / √n
+    (None for n < 2)."""
+    from scipy.stats import t
+
+    def by_seed(system: str) -> Dict[int, float]:
+        return {r["seed"]: r["metrics"][metric] for r in runs
+                if r["size"] == size and r["system"] == system and metric in r["metrics"]
+                and r["record"].get("status") not in BAD_STATUS}
+
+    a, b = by_seed(system_a), by_seed(system_b)
+    seeds = sorted(a.keys() & b.keys())
+    diffs = [a[k] - b[k] for k in seeds]
+    mean, sd = mean_std(diffs)
+    ci = None
+    if len(diffs) > 1:
+        half = float(t.ppf(0.975, len(diffs) - 1)) * sd / math.sqrt(len(diffs))
+        ci = (mean - half, mean + half)
+    return {"n": len(diffs), "mean": mean, "sd": sd, "ci": ci, "seeds": seeds}
+
+
+def render_paired(runs: Sequence[Dict]) -> List[str]:
+    """The lines of the paired-differences section (none without HarmoniFuse runs): per size,
+    HarmoniFuse − naive multi-task and − single-task, one row per metric with n ≥ 2 paired seeds."""
+    sizes = [z for z in _sizes({(r["size"], "") for r in runs})
+             if any(r["size"] == z and r["system"] == PAIRED_BASE for r in runs)]
+    if not sizes:
+        return []
+    lines = ["## Paired differences (95 % CI, paired by seed)", "",
+             f"`{PAIRED_BASE}` minus the other system, per seed that both finished, then the mean of the",
+             "differences and its 95 % confidence interval: mean ± t(0.975, n − 1) · sd / √n, sd that of the",
+             "differences.",
+             "WER/CER: negative = HarmoniFuse better; SER UA/macro-F1: positive = HarmoniFuse better.",
+             "*: the interval excludes 0.", ""]
+    for size in sizes:
+        lines += [f"### {size}" + (f" ({SIZE_TITLES[size]})" if size in SIZE_TITLES else ""), ""]
+        rows, short = [], []
+        for other, metrics in PAIRED:
+            for m in metrics:
+                d = paired_differences(runs, size, PAIRED_BASE, other, m)
+                name = f"`{PAIRED_BASE}` − `{other}`"
+                if d["ci"] is None:
+                    short.append(f"{name} {METRICS[m][0]} (n = {d['n']})")
+                    continue
+                lo, hi = d["ci"]
+                mark = " *" if lo > 0 or hi < 0 else ""
+                rows.append(f"| {name} | {METRICS[m][0]} | {d['n']} | {d['mean']:+.2f} | [{lo:.2f}, {hi:.2f}]{mark} | "
+                            f"{', '.join(map(str, d['seeds']))} |")
+        if rows:
+            lines += ["| comparison | metric | n | mean diff | 95 % CI | seeds |", "|---|---|---:|---:|---|---|",
+                      *rows, ""]
+        if short:
+            lines += ["n < 2 (no interval): " + "; ".join(short) + ".", ""]
+    return lines
 
 
 def fmt_metric(v: Optional[Tuple[float, float, int]]) -> str:
@@ -123,7 +188,9 @@ def _sizes(keys) -> List[str]:
     return [s for s in ("full", "low") if s in sizes] + sorted(sizes - {"full", "low"})
 
 
-def render(agg: Dict[Tuple[str, str], Dict], meta: Optional[Dict] = None) -> str:
+def render(agg: Dict[Tuple[str, str], Dict], meta: Optional[Dict] = None, runs: Optional[Sequence[Dict]] = None) -> str:
+    """The markdown: the per-size tables, the paired differences of ``runs`` (those ``agg`` was made
+    of), the summary by size."""
     systems = _system_info()
     lines = ["# HarmoniFuse benchmark", ""]
     inv = (meta or {}).get("invocations") or []
@@ -165,6 +232,7 @@ def render(agg: Dict[Tuple[str, str], Dict], meta: Optional[Dict] = None) -> str
         lines.append("")
         if notes:
             lines += ["Failed runs: " + "; ".join(notes) + ".", ""]
+    lines += render_paired(runs or [])
     if len(_sizes(agg)) > 1:
         lines += ["## Summary: WER / SER UA by size", "",
                   "| system | " + " | ".join(_sizes(agg)) + " |", "|---|" + "---:|" * len(_sizes(agg))]
@@ -270,7 +338,7 @@ def write_all(bench_dir, out: Optional[str] = None, digests: Optional[Dict[str, 
     agg = aggregate(runs)
     meta_path = bench / "benchmark.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
-    text = render(agg, meta)
+    text = render(agg, meta, runs)
     if stale:
         names = ", ".join(f"{r['size']}/{r['system']}/seed{r['seed']}" for r in stale)
         text += (f"Left out: {len(stale)} run(s) made with another config than the system's current one "
