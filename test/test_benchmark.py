@@ -3,6 +3,7 @@ resumability, config digests, low-data subsets, the ESPnet launcher quoting and 
 override configs resolve and parse: test_tuning_configs.py)."""
 
 import json
+import logging
 import math
 import os
 import subprocess
@@ -391,6 +392,37 @@ def test_shared_encoder_pretraining_keeps_the_benchmark_budget(tmp_path, monkeyp
     stamp.write_text(json.dumps({"fingerprint": {**fp, "encoder_pretraining": "run.sh --pretrain_config, stage 6"}}))
     with pytest.raises(RuntimeError, match="prepared from other data or settings"):
         prepare.prepare_size(bench_run.Context(bench_dir=tmp_path / "bench_False"), "full")
+
+
+def test_given_data_options_remake_data_that_exists(tmp_path, monkeypatch):
+    """Existing data is used as it is, unless --local_data_opts asks for a corpus: then stages 1-3 run
+    with those options (local/data.sh keeps a matching corpus and regenerates another), so that
+    '--asr_text open' in a recipe dir holding the closed corpus does not benchmark the closed one."""
+    from benchmarks.mini_emo import prepare
+
+    monkeypatch.chdir(tmp_path)
+    ctx = bench_run.Context(bench_dir=tmp_path / "bench")
+    for t in ctx.sets:
+        for k in prepare.BASE_SETS:
+            (tmp_path / "dump" / "raw" / ctx.sets[t][k]).mkdir(parents=True)
+            (tmp_path / "dump" / "raw" / ctx.sets[t][k] / "wav.scp").write_text("")
+    calls = []
+    monkeypatch.setattr(prepare, "run_logged", lambda cmd, log, env=None: (calls.append(list(cmd)), (0, 1.0))[1])
+    prepare.prepare_base_data(ctx)
+    assert calls == []
+    args = bench_run.get_parser().parse_args(["--local_data_opts", "--asr_text open"])
+    monkeypatch.setattr(bench_run, "prepare_base_data", lambda c: calls.append(c))
+    monkeypatch.setattr(bench_run, "plan_runs", lambda *a, **k: [plan.Run("full", "harmonifuse", 0, tmp_path / "r")])
+    monkeypatch.setattr(bench_run, "prepare_size", lambda c, size: pytest.fail("stop after the data"))
+    with pytest.raises(pytest.fail.Exception):
+        bench_run.main(["--recipe_dir", str(tmp_path), "--local_data_opts", "--asr_text open"])
+    for h in logging.getLogger("benchmark").handlers[:]:
+        logging.getLogger("benchmark").removeHandler(h)
+    ctx_open = calls.pop()
+    assert ctx_open.check_data and ctx_open.local_data_opts == args.local_data_opts == "--asr_text open"
+    prepare.prepare_base_data(ctx_open)
+    assert calls[0][:5] == ["./run.sh", "--stage", "1", "--stop_stage", "3"]
+    assert calls[0][calls[0].index("--local_data_opts") + 1] == "--asr_text open"
 
 
 # --------------------------------------------------------------------------- low-data subset

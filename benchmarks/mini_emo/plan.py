@@ -105,6 +105,7 @@ class Context:
     subset_seed: int = 0
     smoke: bool = False
     local_data_opts: str = ""
+    check_data: bool = False  # run stages 1-3 even where the data exists (local_data_opts given)
     recipe_args: str = ""
     espnet_train_args: str = ""
     inference_model: str = "valid.acc.ave.pth"

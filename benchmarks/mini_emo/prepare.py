@@ -54,11 +54,14 @@ def base_data_ready(ctx: Context) -> bool:
 
 
 def prepare_base_data(ctx: Context) -> None:
-    """Recipe stages 1-3 (data, format, filter) into data/ and dump/raw/, unless already there."""
-    if base_data_ready(ctx):
+    """Recipe stages 1-3 (data, format, filter) into data/ and dump/raw/: where the data is missing,
+    and always when ``--local_data_opts`` was given, so that the data is the corpus those options ask
+    for (local/data.sh keeps a corpus it already made with them, and regenerates another)."""
+    if base_data_ready(ctx) and not ctx.check_data:
         return
     opts = ctx.local_data_opts
-    logger.info("formatted data missing: running recipe stages 1-3 (local_data_opts='%s')", opts)
+    logger.info("%s: running recipe stages 1-3 (local_data_opts='%s')",
+                "checking the data" if base_data_ready(ctx) else "formatted data missing", opts)
     cmd = ["./run.sh", "--stage", "1", "--stop_stage", "3", "--expdir", str(ctx.bench_dir / "prep"),
            "--local_data_opts", opts, *shlex.split(ctx.recipe_args)]
     rc, _ = run_logged(cmd, ctx.bench_dir / "prep" / "prep.log")

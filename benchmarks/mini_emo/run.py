@@ -115,7 +115,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--bench_dir", default=None, help="output dir, relative to the recipe (default: bench; bench/smoke with --smoke)")
     p.add_argument("--smoke", action="store_true",
                    help="smoke test: 1 epoch of 4 batches everywhere; missing data is generated with --local_data_opts '--size tiny'")
-    p.add_argument("--local_data_opts", default=None, help="local/data.sh options if the data must be generated")
+    p.add_argument("--local_data_opts", default=None,
+                   help="local/data.sh options (e.g. '--asr_text open'): the data is made, or remade, to match them; "
+                        "without it, the recipe's data is used as it is (and made with the defaults where missing)")
     p.add_argument("--low_fraction", type=float, default=0.25, help="training-data fraction of the low size")
     p.add_argument("--subset_seed", type=int, default=0, help="seed of the low-data subset (fixed for all runs)")
     p.add_argument("--inference_model", default="valid.acc.ave.pth", help="HarmoniFuse model file decoded")
@@ -152,6 +154,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         bench_dir=Path(args.bench_dir or ("bench/smoke" if args.smoke else "bench")),
         low_fraction=args.low_fraction, subset_seed=args.subset_seed, smoke=args.smoke,
         local_data_opts=args.local_data_opts if args.local_data_opts is not None else ("--size tiny" if args.smoke else ""),
+        check_data=args.local_data_opts is not None,
         recipe_args=args.recipe_args, espnet_train_args=args.espnet_train_args,
         inference_model=args.inference_model, inference_nj=args.inference_nj,
     )
