@@ -6,7 +6,7 @@ import re
 import pytest
 
 from espnet_harmonifuse.bin import make_results, score_asr
-from espnet_harmonifuse.corpus.mini_emo import plan_corpus
+from espnet_harmonifuse.corpus.mini_emo import DEFAULT_SIZES, default_sizes, plan_corpus
 from espnet_harmonifuse.corpus.mini_emo_text import ASR_VOCAB
 from espnet_harmonifuse.corpus.open_vocab import NUM_FUNCTION_WORDS, OpenVocabulary, load_words, oov_stats
 from espnet_harmonifuse.scoring.asr_metrics import score_pairs
@@ -36,6 +36,7 @@ def test_open_text_keeps_the_held_out_words_out_of_training():
     assert not set(vocab.words[:NUM_FUNCTION_WORDS]) & vocab.heldout
     stats = oov_stats([s.words for s in plan["asr_train"]], [s.words for s in plan["asr_test"]])
     assert stats["oov_types_pct"] >= 20.0  # the corpus's promise
+    assert len(plan["asr_train"]) == default_sizes("open")["asr_train"] == 4 * DEFAULT_SIZES["asr_train"]
     assert len(train | test) >= 2000
     # the SER corpus is the same whatever the ASR text
     closed = plan_corpus("/nonexistent", seed=3)

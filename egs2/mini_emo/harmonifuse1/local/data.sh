@@ -3,8 +3,8 @@
 # Options: --seed N, --size default|small|tiny (or explicit counts via --gen_opts "..."), --asr_text closed|open.
 set -euo pipefail
 seed=0
-size=default     # default: ~1.5 min to generate; small: CI-sized; tiny: a smoke test
-asr_text=closed  # the ASR sentences: closed (83-word grammar) or open (3,000 words, a quarter of the test's unseen in training)
+size=default     # default: ~1 min to generate (2 min with --asr_text open: 4x the ASR training sentences); small: CI-sized; tiny: a smoke test
+asr_text=closed  # the ASR sentences: closed (83-word grammar) or open (3,000 words, about a quarter of the test's unseen in training)
 gen_opts=        # extra options for espnet_harmonifuse.corpus.mini_emo, e.g. "--asr_train 600"
 wav_dir=downloads/mini_emo
 . scripts/utils/parse_options.sh
