@@ -186,8 +186,9 @@ def asr_probe(backbone, train_dir: str, eval_dirs: Sequence[str], bpemodel: str,
     return out
 
 
-def load_backbone(model_dir: str, model_file: Optional[str] = None):
-    """The backbone of any trained model (HarmoniFuse or an encoder pre-training): exp dir or zip."""
+def load_trained(model_dir: str, model_file: Optional[str] = None):
+    """Any trained model (HarmoniFuse or an encoder pre-training, exp dir or zip), on the CPU, in eval
+    mode; a pre-training's default model file is its selected epoch (it keeps no average)."""
     import yaml
 
     from espnet_harmonifuse.api import load_model
@@ -196,7 +197,12 @@ def load_backbone(model_dir: str, model_file: Optional[str] = None):
         with open(Path(model_dir) / "config.yaml", encoding="utf-8") as f:
             if yaml.safe_load(f).get("model") == "encoder_pretrain":
                 model_file = "valid.loss.best.pth"  # what a pre-training's exp dir has (not an average)
-    return load_model(model_dir, model_file)[0].backbone
+    return load_model(model_dir, model_file)[0].eval()
+
+
+def load_backbone(model_dir: str, model_file: Optional[str] = None):
+    """The backbone of any trained model (see :func:`load_trained`)."""
+    return load_trained(model_dir, model_file).backbone
 
 
 def table(ser: Dict[str, List[float]], asr: Dict[str, List[float]]) -> List[str]:
