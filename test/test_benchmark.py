@@ -201,10 +201,11 @@ def test_plan_marks_runs_with_all_scores_done(tmp_path):
     assert state["full/harmonifuse/seed0"] and state["full/asr_only/seed1"]
     assert not state["full/naive_multitask/seed0"] and not state["full/harmonifuse/seed1"]
     assert sum(state.values()) == 2
-    # pocketsphinx is deterministic and untrained: first seed only; the low size has 4 systems
+    # pocketsphinx is deterministic and untrained: first seed only; the low size has the 6 HarmoniFuse systems
     assert [r.key for r in runs if r.system == "pocketsphinx"] == ["full/pocketsphinx/seed0"]
-    assert {r.system for r in runs if r.size == "low"} == {"harmonifuse", "naive_multitask", "asr_only", "ser_only"}
-    assert len(runs) == 3 * 8 + 1 + 3 * 4
+    assert {r.system for r in runs if r.size == "low"} == {"harmonifuse", "static_fusion", "no_gate",
+                                                           "naive_multitask", "asr_only", "ser_only"}
+    assert len(runs) == 3 * 8 + 1 + 3 * 6
     # seed-major: every system's seed 0 comes before any seed 1
     seeds = [r.seed for r in runs]
     assert seeds == sorted(seeds)
@@ -223,8 +224,8 @@ def test_plan_runs_the_ablations_for_their_own_seeds(tmp_path):
     for s in ("harmonifuse", "naive_multitask", "asr_only", "ser_only", "espnet_asr", "espnet_cls"):
         assert per_system[s] == 5, s
     assert per_system["pocketsphinx"] == 1
-    assert Counter(r.seed for r in runs if r.size == "low") == {k: 4 for k in range(5)}
-    assert len(runs) == 6 * 5 + 1 + 2 * 3 + 4 * 5
+    assert Counter(r.seed for r in runs if r.size == "low") == {0: 6, 1: 6, 2: 6, 3: 4, 4: 4}
+    assert len(runs) == 6 * 5 + 1 + 2 * 3 + 4 * 5 + 2 * 3
     assert [r.seed for r in runs] == sorted(r.seed for r in runs)  # still seed-major
     # an ablation seed outside --seeds is planned for the ablations alone
     only = bench_run.plan_runs(b, ["full"], [0], only=["harmonifuse", "no_gate"], sets=SETS, ablation_seeds=[1])
@@ -295,7 +296,7 @@ def test_benchmark_script_dry_run_from_the_recipe_dir(tmp_path):
            "--bench_dir", str(tmp_path / "bench")]
     out = subprocess.run(cmd, cwd=RECIPE, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "todo  low/harmonifuse/seed0" in out.stdout and "4 of 4 runs to do" in out.stdout
+    assert "todo  low/harmonifuse/seed0" in out.stdout and "6 of 6 runs to do" in out.stdout
     assert not (tmp_path / "bench").exists()  # a dry run writes nothing
 
 
@@ -307,7 +308,7 @@ def test_dry_run_lists_the_plan(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert bench_run.main(["--recipe_dir", str(recipe), "--seeds", "0", "--sizes", "low", "--dry_run"]) == 0
     out = capsys.readouterr().out
-    assert "done  low/asr_only/seed0" in out and "todo  low/harmonifuse/seed0" in out and "3 of 4 runs to do" in out
+    assert "done  low/asr_only/seed0" in out and "todo  low/harmonifuse/seed0" in out and "5 of 6 runs to do" in out
 
 
 def test_ablation_seeds_option_is_planned_and_recorded(tmp_path, capsys, monkeypatch):

@@ -54,7 +54,7 @@ SYSTEMS: Dict[str, System] = {
 }
 SIZE_SYSTEMS: Dict[str, Tuple[str, ...]] = {
     "full": tuple(SYSTEMS),
-    "low": ("harmonifuse", "naive_multitask", "asr_only", "ser_only"),
+    "low": ("harmonifuse", "static_fusion", "no_gate", "naive_multitask", "asr_only", "ser_only"),
 }
 ESPNET_DECODE_CONFIG = conf("espnet_decode_asr.yaml")
 SUBSET_STRATA = {"asr": "speaker", "ser": "label"}

@@ -20,8 +20,8 @@ the same). Seed k is the same ``--seed`` for every system, each HarmoniFuse syst
 the size's one pre-trained encoder, so table.py pairs the systems' runs by seed.
 Sizes: ``full`` (all training data) and ``low`` (``--low_fraction`` of each corpus's training
 set, stratified by emotion label for SER and by speaker for ASR, fixed by ``--subset_seed``;
-dev and test sets are the full ones); ``low`` runs only single-task, naive multi-task and the
-full model.
+dev and test sets are the full ones); ``low`` runs the six HarmoniFuse systems (not ESPnet's models
+and pocketsphinx).
 
 Layout (BENCH = ``--bench_dir``, default ``bench``; ``bench/smoke`` with ``--smoke``)::
 
