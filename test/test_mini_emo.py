@@ -211,3 +211,44 @@ def test_write_kaldi_dir_sorts_and_rejects_duplicates(tmp_path: Path):
     assert (d / "transcript").read_text() == "a-1 X\nb-1 Y\nb-2 Z\n"
     with pytest.raises(ValueError):
         write_kaldi_dir(str(tmp_path / "e"), entries + entries[:1])
+
+
+def test_local_data_keeps_a_corpus_only_while_its_signature_matches(tmp_path: Path, monkeypatch):
+    """local/data.sh skips a corpus it already made with the same options and the same generator, and
+    regenerates one whose signature differs (as after a change of the generator's defaults)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from espnet_harmonifuse.corpus import mini_emo
+
+    repo = Path(__file__).resolve().parents[1]
+    rec = tmp_path / "rec"
+    (rec / "local").mkdir(parents=True)
+    shutil.copy(repo / "egs2" / "mini_emo" / "harmonifuse1" / "local" / "data.sh", rec / "local" / "data.sh")
+    (rec / "scripts").symlink_to(repo / "egs2" / "TEMPLATE" / "harmonifuse1" / "scripts")
+    env = dict(os.environ, PYTHONPATH=str(repo))
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+
+    def data_sh() -> str:
+        out = subprocess.run(["bash", "local/data.sh", "--size", "tiny", "--gen_opts", "--asr_train 4 --ser_train 4"],
+                             cwd=rec, env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout
+
+    first = data_sh()
+    assert "utterances in" in first
+    stamp = rec / "data" / ".mini_emo.done"
+    sizes = {"asr_train": 4, "asr_dev": 8, "asr_test": 8, "ser_train": 4, "ser_dev": 8, "ser_test": 8}
+    want = mini_emo.plan_signature(mini_emo.plan_corpus(str(rec / "downloads" / "mini_emo"), 0, sizes))
+    assert stamp.read_text().strip() == want
+    assert "already holds this corpus" in data_sh()
+    stamp.write_text("0123456789abcdef\n")  # what an older generator would have left
+    wav = rec / "data" / "asr_train" / "wav.scp"
+    wav.write_text("stale\n")
+    assert "utterances in" in data_sh() and wav.read_text() != "stale\n"
+    assert stamp.read_text().strip() == want
+    # the signature follows every utterance's spec
+    other = mini_emo.plan_corpus(str(rec / "downloads" / "mini_emo"), 1, sizes)
+    assert mini_emo.plan_signature(other) != want

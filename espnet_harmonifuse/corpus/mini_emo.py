@@ -26,7 +26,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
+import hashlib
+import json
 import multiprocessing as mp
 import os
 import time
@@ -313,6 +316,14 @@ def generate(
     return plan
 
 
+def plan_signature(plan: Mapping[str, Sequence[UttSpec]]) -> str:
+    """A digest of every utterance's spec (id, voice, words, label, wav path, seed): two plans with the
+    same signature render the same corpus. local/data.sh keeps data/ only while it matches, so a
+    changed default (sizes, held-out words) regenerates the corpus instead of reusing the old one."""
+    specs = [dataclasses.asdict(s) for part in sorted(plan) for s in plan[part]]
+    return hashlib.sha1(json.dumps(specs, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def write_part_dir(
     out_dir: str, specs: Sequence[UttSpec], ser: bool, uttid: Optional[Mapping[str, str]] = None
 ) -> None:
@@ -337,6 +348,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="the ASR sentences: the closed 83-word grammar or the open vocabulary (3,000 words, "
                         "about a quarter of the test's words unseen in training)")
     p.add_argument("--nj", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--signature", action="store_true",
+                   help="print the signature of the corpus these options give (plan_signature) and render nothing")
     return p
 
 
@@ -344,6 +357,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     start = time.time()
     sizes = {part: getattr(args, part) for part in DEFAULT_SIZES if getattr(args, part) is not None}
+    if args.signature:
+        print(plan_signature(plan_corpus(args.wav_dir, args.seed, sizes, args.asr_text)))
+        return
     plan = generate(args.wav_dir, args.data_dir, args.seed, sizes, args.nj, asr_text=args.asr_text)
     n = sum(len(v) for v in plan.values())
     print(f"mini_emo: {n} utterances in {time.time() - start:.1f} s -> "
