@@ -69,7 +69,7 @@ DEFAULT_SIZES: Dict[str, int] = {
     "ser_train": 4000, "ser_dev": 100, "ser_test": 200,
 }
 # The open text's defaults where they differ: 1,200 sentences are too few to learn spelling from
-# (a CTC encoder's dev loss is best at epoch 8, then rises); 4x more brings its test CER from 42 to 32 %.
+# (a CTC encoder's dev loss is best at epoch 8, then rises); 4x more brings that encoder's test CER from 42 to 32 %.
 TEXT_SIZES: Dict[str, Dict[str, int]] = {"closed": {}, "open": {"asr_train": 4800}}
 
 
