@@ -22,6 +22,7 @@ import torch
 
 from espnet_harmonifuse.backbone.conformer import ConformerBackbone
 from espnet_harmonifuse.scoring.asr_metrics import align
+from espnet_harmonifuse.utils.ctc import ctc_greedy
 
 SPECAUG = dict(apply_time_warp=False, apply_freq_mask=True, freq_mask_width_range=[0, 20], num_freq_mask=2,
                apply_time_mask=True, time_mask_width_range=[0, 20], num_time_mask=2)
@@ -104,11 +105,7 @@ def main():
             for x, n, ys in batches(dev, 16, False):
                 lp, olens = log_probs(x, n, False)
                 for i, y in enumerate(ys):
-                    best, hyp, prev = lp[i, : olens[i]].argmax(-1).tolist(), [], None
-                    for k in best:
-                        if k != prev and k != blank:
-                            hyp.append(chars[k])
-                        prev = k
+                    hyp = [chars[k] for k in ctc_greedy(lp[i, : olens[i]], blank)]
                     errors += sum(op != "C" for op, _, _ in align(list(y), hyp))
                     length += len(y)
         print(f"epoch {epoch + 1}: train CTC {total / nb:.2f}  dev CER {100 * errors / length:.1f} %  "

@@ -18,6 +18,7 @@ def ctc_hyps(model, data_dir, sp, limit=None):
     from espnet_harmonifuse.api import load_wav
     from espnet_harmonifuse.bin.probe_layers import utterances
     from espnet_harmonifuse.data.kaldi_dir import read_pairs
+    from espnet_harmonifuse.utils.ctc import ctc_greedy
 
     refs = dict(read_pairs(f"{data_dir}/text"))
     task = torch.tensor([model.ctc_task_ids[0]])
@@ -26,9 +27,8 @@ def ctc_hyps(model, data_dir, sp, limit=None):
     for uid, path in utterances(data_dir, limit):
         x = torch.from_numpy(load_wav(path)).unsqueeze(0)
         _, extra = model.select(x, torch.tensor([x.size(1)]), task, prompt_index=0)
-        best = model.ctc_head(extra["selected"][0, : int(extra["selected_lengths"][0])]).argmax(-1).tolist()
-        ids = [b for i, b in enumerate(best) if b != blank and (i == 0 or b != best[i - 1])]
-        rows.append((uid, refs[uid], sp.decode(ids)))
+        logits = model.ctc_head(extra["selected"][0, : int(extra["selected_lengths"][0])])
+        rows.append((uid, refs[uid], sp.decode(ctc_greedy(logits, blank))))
     return rows
 
 

@@ -126,3 +126,12 @@ def test_training_fits_the_clusters_and_hands_the_encoder_to_harmonifuse(bpemode
     trained = safe_torch_load(main / "1epoch.pth")
     for k, v in pretrained.backbone.state_dict().items():
         assert torch.equal(trained[f"backbone.{k}"], v), k
+
+
+def test_ctc_greedy_merges_repeats_and_drops_blanks():
+    from espnet_harmonifuse.utils.ctc import ctc_greedy
+
+    best = [3, 1, 1, 3, 1, 2, 2, 3, 0]  # blank 3 separates the two 1s: both are kept
+    logits = torch.nn.functional.one_hot(torch.tensor(best), 4).float()
+    assert ctc_greedy(logits, blank=3) == [1, 1, 2, 0]
+    assert ctc_greedy(logits[:1], blank=3) == []

@@ -149,6 +149,7 @@ def asr_probe(backbone, train_dir: str, eval_dirs: Sequence[str], bpemodel: str,
     import sentencepiece as spm
 
     from espnet_harmonifuse.scoring.asr_metrics import score_pairs, summarize
+    from espnet_harmonifuse.utils.ctc import ctc_greedy
 
     backbone.eval()
     sp = spm.SentencePieceProcessor(model_file=bpemodel)
@@ -178,9 +179,7 @@ def asr_probe(backbone, train_dir: str, eval_dirs: Sequence[str], bpemodel: str,
         for d, (states, refs) in evals.items():
             hyps = []
             for st in states:
-                best = head(st[layer]).argmax(-1).tolist()
-                ids = [b for i, b in enumerate(best) if b != blank and (i == 0 or b != best[i - 1])]
-                hyps.append(sp.decode(ids))
+                hyps.append(sp.decode(ctc_greedy(head(st[layer]), blank)))
             pairs = [(str(i), r, h) for i, (r, h) in enumerate(zip(refs, hyps))]
             out[d].append(summarize(score_pairs(pairs, "char"))["err"])
     return out
