@@ -310,15 +310,20 @@ def generate(
 ) -> Dict[str, List[UttSpec]]:
     """Render the whole corpus and write the six Kaldi data dirs."""
     plan = plan_corpus(wav_dir, seed, sizes, asr_text)
+    write_corpus(plan, data_dir, nj, progress)
+    return plan
+
+
+def write_corpus(plan: Mapping[str, Sequence[UttSpec]], data_dir: str, nj: int = 2, progress: bool = True) -> None:
+    """Render the planned utterances and write their Kaldi data dirs."""
     render_all([s for part in plan.values() for s in part], nj, progress)
     for part, part_specs in plan.items():
         write_part_dir(os.path.join(data_dir, part), part_specs, part.startswith("ser_"))
-    return plan
 
 
 def plan_signature(plan: Mapping[str, Sequence[UttSpec]]) -> str:
     """A digest of every utterance's spec (id, voice, words, label, wav path, seed): two plans with the
-    same signature render the same corpus. local/data.sh keeps data/ only while it matches, so a
+    same signature render the same corpus. ``--stamp`` keeps a corpus only while it matches, so a
     changed default (sizes, held-out words) regenerates the corpus instead of reusing the old one."""
     specs = [dataclasses.asdict(s) for part in sorted(plan) for s in plan[part]]
     return hashlib.sha1(json.dumps(specs, sort_keys=True).encode()).hexdigest()[:16]
@@ -348,8 +353,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="the ASR sentences: the closed 83-word grammar or the open vocabulary (3,000 words, "
                         "about a quarter of the test's words unseen in training)")
     p.add_argument("--nj", type=int, default=min(2, os.cpu_count() or 1))
-    p.add_argument("--signature", action="store_true",
-                   help="print the signature of the corpus these options give (plan_signature) and render nothing")
+    p.add_argument("--stamp", default=None,
+                   help="a file holding the signature of the corpus in --data_dir (plan_signature): if it is this "
+                        "corpus's, nothing is rendered; otherwise the corpus is made and its signature written there")
     return p
 
 
@@ -357,10 +363,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     start = time.time()
     sizes = {part: getattr(args, part) for part in DEFAULT_SIZES if getattr(args, part) is not None}
-    if args.signature:
-        print(plan_signature(plan_corpus(args.wav_dir, args.seed, sizes, args.asr_text)))
+    plan = plan_corpus(args.wav_dir, args.seed, sizes, args.asr_text)
+    signature = plan_signature(plan)
+    stamp = Path(args.stamp) if args.stamp else None
+    if stamp is not None and stamp.is_file() and stamp.read_text().strip() == signature:
+        print(f"mini_emo: {args.data_dir} already holds this corpus (signature {signature} in {stamp}); "
+              f"remove it to regenerate")
         return
-    plan = generate(args.wav_dir, args.data_dir, args.seed, sizes, args.nj, asr_text=args.asr_text)
+    if stamp is not None:
+        stamp.unlink(missing_ok=True)  # written again only once the new corpus is complete
+    write_corpus(plan, args.data_dir, args.nj)
+    if stamp is not None:
+        stamp.write_text(signature + "\n")
     n = sum(len(v) for v in plan.values())
     print(f"mini_emo: {n} utterances in {time.time() - start:.1f} s -> "
           f"{args.data_dir}")

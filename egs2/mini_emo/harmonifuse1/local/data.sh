@@ -14,15 +14,7 @@ case "${size}" in
     tiny) sizes=(--asr_train 24 --asr_dev 8 --asr_test 8 --ser_train 24 --ser_dev 8 --ser_test 8) ;;
     *) echo "local/data.sh: --size must be default, small or tiny" >&2; exit 2 ;;
 esac
-opts=(--wav_dir "$(pwd)/${wav_dir}" --data_dir data --seed "${seed}" --asr_text "${asr_text}" --nj 2 "${sizes[@]}" ${gen_opts})
-# The stamp holds the signature of the corpus (every utterance's spec): the same options with other
-# generator defaults give another corpus, and regenerate it.
-stamp=data/.mini_emo.done
-signature=$(python3 -m espnet_harmonifuse.corpus.mini_emo "${opts[@]}" --signature)
-if [ -f "${stamp}" ] && [ "$(cat "${stamp}")" = "${signature}" ]; then
-    echo "local/data.sh: data/ already holds this corpus (signature ${signature} in ${stamp}); remove it to regenerate"
-    exit 0
-fi
-rm -f data/.mini_emo*.done
-python3 -m espnet_harmonifuse.corpus.mini_emo "${opts[@]}"
-echo "${signature}" > "${stamp}"
+# The stamp holds the signature of the corpus (every utterance's spec): the generator keeps data/ if
+# it is the corpus these options give, and regenerates it otherwise (also after a change of its defaults).
+python3 -m espnet_harmonifuse.corpus.mini_emo --wav_dir "$(pwd)/${wav_dir}" --data_dir data \
+    --seed "${seed}" --asr_text "${asr_text}" --nj 2 "${sizes[@]}" ${gen_opts} --stamp data/.mini_emo.done
