@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny sentencepiece tokenizer, tiny model configs and tiny Kaldi data dirs."""
 
 import copy
+import json
 import sys
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
@@ -164,3 +165,22 @@ def alone_and_batched(backbone, seconds=(0.4, 0.55, 0.9, 0.7)):
         for i, w in enumerate(waves):
             alone, alen = backbone(w[None], lengths[i : i + 1])
             yield int(alen[0]), int(blen[i]), [(a[0], b[i, : int(alen[0])]) for a, b in zip(alone, batched)]
+
+
+# ------------------------------------------------------------------------ benchmark run dirs
+def write_bench_scores(run_dir: Path, asr=None, ser=None):
+    """A benchmark run's scores.json files: ``asr=(wer, cer)``, ``ser=(ua, wa, macro_f1)``."""
+    if asr is not None:
+        p = run_dir / "decode_bench" / "asr_test" / "score_wer" / "scores.json"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps({"kind": "asr", "wer": asr[0], "cer": asr[1]}))
+    if ser is not None:
+        p = run_dir / "decode_bench" / "ser_test" / "score_ser" / "scores.json"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps({"kind": "ser", "ua": ser[0], "wa": ser[1], "macro_f1": ser[2]}))
+
+
+def write_bench_record(run_dir: Path, **kw):
+    """A benchmark run's bench_run.json (status done unless ``kw`` says otherwise)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "bench_run.json").write_text(json.dumps({"status": "done", **kw}))
